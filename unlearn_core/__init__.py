@@ -1,0 +1,14 @@
+"""unlearn: compare machine-unlearning-by-pruning methods for language models on one harness."""
+
+from .bench import run_bench
+from .config import PRESETS, BenchConfig
+from .corpora import CorpusSpec
+from .errors import UsageError
+from .hookspecs import hookimpl
+from .interfaces import Architecture, MethodSpec, NeuronSite, PruneContext, Pruner, Scorer
+from .plugins import load_plugins
+
+__all__ = [
+    "Architecture", "BenchConfig", "CorpusSpec", "MethodSpec", "NeuronSite", "PRESETS",
+    "PruneContext", "Pruner", "Scorer", "UsageError", "hookimpl", "load_plugins", "run_bench",
+]

@@ -1,0 +1,151 @@
+"""Architecture adapters: where each model family keeps its neurons and how to delete one.
+
+Every supported family exposes the 'mlp' site: the feed-forward middle neurons, i.e. the input of
+the MLP's output projection. Deleting neuron i zeroes row i of every input projection (gate and up
+for gated MLPs), entry i of their biases, and column i of the output projection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
+
+from .errors import UsageError
+from .interfaces import ActivationHook, Architecture, NeuronSite
+
+
+def _get(root: nn.Module, dotted: str) -> nn.Module:
+    for part in dotted.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def _find_layers(model: nn.Module, candidates: tuple[str, ...]) -> tuple[str, nn.ModuleList]:
+    for path in candidates:
+        try:
+            layers = _get(model, path)
+        except AttributeError:
+            continue
+        if isinstance(layers, nn.ModuleList):
+            return path, layers
+    raise UsageError(f"cannot find the decoder layers of {type(model).__name__} (tried {candidates})")
+
+
+class MLPSite(NeuronSite):
+    """Feed-forward middle neurons: the input of `output` in every layer of `layers`."""
+
+    name = "mlp"
+
+    def __init__(self, model: nn.Module, layers: tuple[str, ...], inputs: tuple[str, ...],
+                 output: str):
+        self.layers_path, layer_list = _find_layers(model, layers)
+        self._inputs = [[_get(layer, p) for p in inputs] for layer in layer_list]
+        self._outputs = [_get(layer, output) for layer in layer_list]
+        self._names = (inputs, output)
+        self.n_layers = len(layer_list)
+        self.n_neurons = self._width(self._outputs[0], as_input=True)
+
+    @staticmethod
+    def _width(module: nn.Module, as_input: bool) -> int:
+        # nn.Linear stores weight [out, in]; GPT-2's Conv1D stores it [in, out].
+        w = module.weight
+        transposed = isinstance(module, Conv1D)
+        if as_input:
+            return w.shape[0] if transposed else w.shape[1]
+        return w.shape[1] if transposed else w.shape[0]
+
+    def register_hook(self, layer: int, fn: ActivationHook) -> torch.utils.hooks.RemovableHandle:
+        def pre_hook(module: nn.Module, args: tuple) -> tuple | None:
+            replaced = fn(args[0])
+            return None if replaced is None else (replaced, *args[1:])
+
+        return self._outputs[layer].register_forward_pre_hook(pre_hook)
+
+    @torch.no_grad()
+    def delete(self, layer: int, neurons: Tensor) -> None:
+        neurons = neurons.to(torch.long)
+        for module in self._inputs[layer]:
+            # Neuron i is output feature i of an input projection.
+            if isinstance(module, Conv1D):
+                module.weight[:, neurons] = 0
+            else:
+                module.weight[neurons, :] = 0
+            if getattr(module, "bias", None) is not None:
+                module.bias[neurons] = 0
+        out = self._outputs[layer]
+        if isinstance(out, Conv1D):
+            out.weight[neurons, :] = 0
+        else:
+            out.weight[:, neurons] = 0
+
+    def parameters(self) -> dict[str, nn.Parameter]:
+        params: dict[str, nn.Parameter] = {}
+        inputs, output = self._names
+        for i, (ins, out) in enumerate(zip(self._inputs, self._outputs, strict=True)):
+            for name, module in [*zip(inputs, ins, strict=True), (output, out)]:
+                for kind in ("weight", "bias"):
+                    p = getattr(module, kind, None)
+                    if p is not None:
+                        params[f"{self.layers_path}.{i}.{name}.{kind}"] = p
+        return params
+
+
+def mlp_site(layers: tuple[str, ...], inputs: tuple[str, ...], output: str):
+    """A site factory for `Architecture.sites`."""
+    return lambda model: MLPSite(model, layers, inputs, output)
+
+
+_GATED = mlp_site(
+    # Gemma 3 loaded as a multimodal model keeps its text layers one level down.
+    layers=("model.layers", "model.language_model.layers", "language_model.model.layers"),
+    inputs=("mlp.gate_proj", "mlp.up_proj"),
+    output="mlp.down_proj",
+)
+
+BUILTIN_ARCHITECTURES: tuple[Architecture, ...] = (
+    Architecture("llama", ("llama", "mistral", "qwen2", "qwen3"), {"mlp": _GATED}),
+    Architecture("gemma", ("gemma", "gemma2", "gemma3", "gemma3_text"), {"mlp": _GATED}),
+    Architecture("opt", ("opt",), {"mlp": mlp_site(("model.decoder.layers",), ("fc1",), "fc2")}),
+    Architecture("gpt2", ("gpt2",), {"mlp": mlp_site(("transformer.h",), ("mlp.c_fc",), "mlp.c_proj")}),
+    Architecture("gpt_neox", ("gpt_neox",), {
+        "mlp": mlp_site(("gpt_neox.layers",), ("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),
+    }),
+)
+
+
+def resolve_site(model: nn.Module, site: str, architectures: Mapping[str, Architecture]) -> NeuronSite:
+    """The named site of `model`, or a UsageError listing what is supported."""
+    model_type = getattr(model.config, "model_type", type(model).__name__)
+    by_type = {t: a for a in architectures.values() for t in a.model_types}
+    arch = by_type.get(model_type)
+    if arch is None:
+        raise UsageError(
+            f"unsupported architecture '{model_type}'; supported: {', '.join(sorted(by_type))}"
+        )
+    if site not in arch.sites:
+        raise UsageError(
+            f"architecture '{arch.name}' has no neuron site '{site}'; it has: {', '.join(arch.sites)}"
+        )
+    return arch.sites[site](model)
+
+
+def snapshot(site: NeuronSite) -> dict[str, Tensor]:
+    """Copies of every parameter a deletion can touch, so weights can be restored without reloading."""
+    return {name: p.detach().clone() for name, p in site.parameters().items()}
+
+
+@torch.no_grad()
+def restore(site: NeuronSite, saved: dict[str, Tensor]) -> None:
+    for name, p in site.parameters().items():
+        p.copy_(saved[name])
+
+
+def delete_mask(site: NeuronSite, mask: Tensor) -> None:
+    """Delete every neuron where the bool [L, N] `mask` is true."""
+    for layer in range(site.n_layers):
+        idx = mask[layer].nonzero().flatten()
+        if idx.numel():
+            site.delete(layer, idx)

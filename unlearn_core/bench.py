@@ -1,0 +1,189 @@
+"""`unlearn bench`: every method on the same model, corpora and schedule, one record each.
+
+    from unlearn_core import BenchConfig, run_bench
+    records = run_bench(BenchConfig(methods=["selective", "random"]), out="results")
+
+Flow: validate everything (methods, options, corpora, numbers) -> load the model -> build
+disjoint statistics/evaluation windows -> evaluate the unpruned model once -> for each method:
+restore the original weights, then `steps` times score, prune, evaluate, and write the record.
+A record whose run was interrupted is picked up at its last finished step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ValidationError
+
+from .adapters import delete_mask, resolve_site, restore, snapshot
+from .config import BenchConfig
+from .corpora import build_windows, parse_spec
+from .errors import UsageError
+from .evaluate import TokenMetrics, evaluate_tokens
+from .interfaces import MethodSpec, PruneContext
+from .metrics import summarise
+from .models import load_model
+from .plugins import Registry, load_plugins
+from .pruning import GlobalTopK
+from .records import RunRecord, StepRecord, environment, library_versions, load_record, save_record
+
+
+@dataclass
+class PlannedMethod:
+    spec: MethodSpec
+    options: BaseModel
+    plugin: dict[str, str]
+
+
+def plan(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
+    """Check every name and option before anything heavy is loaded."""
+    for spec in (config.forget, config.retain):
+        parse_spec(spec, registry.corpora)
+    known_sites = {s for a in registry.architectures.values() for s in a.sites}
+    if config.site not in known_sites:
+        raise UsageError(f"unknown neuron site '{config.site}'; choose from: {', '.join(sorted(known_sites))}")
+    for name in config.options:
+        if name not in config.methods:
+            raise UsageError(f"options given for '{name}', which is not in --method")
+    planned = []
+    for name in config.methods:
+        spec = registry.method(name)
+        try:
+            options = spec.options(**config.options.get(name, {}))
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise UsageError(f"bad option {name}.{where}: {err['msg']}") from None
+        info = registry.plugin_of("methods", name)
+        planned.append(PlannedMethod(spec, options, {"name": info.name, "package": info.package,
+                                                     "version": info.version}))
+    return planned
+
+
+def run_key(config: BenchConfig, method: PlannedMethod) -> str:
+    """Runs with the same key are the same experiment: a record with it is resumed, not redone."""
+    cfg = config.model_dump(exclude={"methods", "options", "device"})
+    blob = json.dumps({"config": cfg, "method": method.spec.name,
+                       "options": method.options.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Registry | None = None,
+              progress: bool = True, log=None) -> list[RunRecord]:
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    registry = registry or load_plugins()
+    planned = plan(config, registry)
+    torch.manual_seed(config.seed)
+    t0 = time.perf_counter()
+
+    log(f"loading model {config.model}")
+    loaded = load_model(config.model, device=config.device)
+    site = resolve_site(loaded.model, config.site, registry.architectures)
+    model_identity = loaded.identity()
+    load_s = time.perf_counter() - t0
+    windows = {}
+    for role, spec in (("forget", config.forget), ("retain", config.retain)):
+        windows[role] = build_windows(spec, registry.corpora, loaded.tokenizer, config.tokens,
+                                      config.eval_tokens, config.window, config.seed)
+        log(f"{role}: {spec}: {windows[role].stats.numel()} statistics + "
+            f"{windows[role].eval.numel()} evaluation tokens")
+    original = snapshot(site)
+    total = site.n_layers * site.n_neurons
+    per_step = max(1, round(config.fraction * total))
+
+    def evaluate(desc: str) -> tuple[TokenMetrics, TokenMetrics]:
+        return tuple(evaluate_tokens(loaded.model, windows[r].eval, config.batch_size,
+                                     progress=progress, desc=f"{desc} eval {r}")
+                     for r in ("forget", "retain"))
+
+    base: tuple[TokenMetrics, TokenMetrics] | None = None
+    records = []
+    for method in planned:
+        restore(site, original)
+        path = Path(out) / f"{method.spec.name}-{run_key(config, method)}.json" if out else None
+        record = _resume(path, model_identity, windows)
+        if record is None:
+            record = RunRecord(
+                method=method.spec.name, plugin=method.plugin,
+                options=method.options.model_dump(mode="json"), config=config.model_dump(mode="json"),
+                model=model_identity,
+                site={"name": site.name, "layers": site.n_layers, "neurons_per_layer": site.n_neurons,
+                      "per_step": per_step},
+                forget=windows["forget"].identity(), retain=windows["retain"].identity(),
+                seed=config.seed, versions=library_versions(), environment=environment(),
+                timings={"load_model": round(load_s, 2)},
+            )
+        pruned = _pruned_from(record, site.shape)
+        delete_mask(site, pruned)
+        if not record.steps:
+            t = time.perf_counter()
+            base = base or evaluate("base")
+            record.steps.append(StepRecord(step=0, pruned=0, pruned_fraction=0.0, forget=base[0],
+                                           retain=base[1], seconds=time.perf_counter() - t))
+        elif len(record.steps) < config.steps + 1:
+            log(f"{method.spec.name}: resuming after step {len(record.steps) - 1}")
+        scorer = method.spec.scorer(method.options)
+        pruner = method.spec.pruner(method.options) if method.spec.pruner else GlobalTopK()
+        for step in range(len(record.steps), config.steps + 1):
+            t = time.perf_counter()
+            ctx = PruneContext(loaded.model, site, windows["forget"].stats, windows["retain"].stats,
+                               pruned, step, config.seed, config.batch_size, progress)
+            scores = scorer.score(ctx)
+            pruned = pruner.prune(ctx, scores, per_step)
+            forget, retain = evaluate(f"{method.spec.name} step {step}")
+            n = int(pruned.sum())
+            record.steps.append(StepRecord(step=step, pruned=n, pruned_fraction=n / total,
+                                           forget=forget, retain=retain,
+                                           seconds=round(time.perf_counter() - t, 2)))
+            record.pruned_neurons = _indices(pruned)
+            log(f"{method.spec.name} step {step}/{config.steps}: pruned {n / total:.1%}, "
+                f"forget top-1 {forget.top1:.3f}, retain top-1 {retain.top1:.3f}")
+            _finish(record, config)
+            if path:
+                save_record(record, path.parent)
+        _finish(record, config)
+        if path:
+            save_record(record, path.parent)
+        records.append(record)
+    restore(site, original)
+    return records
+
+
+def _finish(record: RunRecord, config: BenchConfig) -> None:
+    record.summary = summarise([s.forget.top1 for s in record.steps],
+                               [s.retain.top1 for s in record.steps])
+    record.complete = len(record.steps) == config.steps + 1
+    record.timings["method"] = round(sum(s.seconds for s in record.steps[1:]), 2)
+
+
+def _indices(mask: torch.Tensor) -> list[list[int]]:
+    return [row.nonzero().flatten().tolist() for row in mask]
+
+
+def _pruned_from(record: RunRecord, shape: tuple[int, int]) -> torch.Tensor:
+    mask = torch.zeros(shape, dtype=torch.bool)
+    for layer, idx in enumerate(record.pruned_neurons):
+        mask[layer, idx] = True
+    return mask
+
+
+def _resume(path: Path | None, model_identity: dict, windows: dict) -> RunRecord | None:
+    """The record at `path` if it belongs to this exact run (same weights and windows)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        record = load_record(path)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"cannot resume from {path}: {e}; move it away to start over") from None
+    same = (record.model.get("fingerprint") == model_identity["fingerprint"]
+            and record.forget.get("sha256") == windows["forget"].identity()["sha256"]
+            and record.retain.get("sha256") == windows["retain"].identity()["sha256"])
+    if not same:
+        raise UsageError(f"{path} holds a run on other weights or windows; move it away to start over")
+    return record

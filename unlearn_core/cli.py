@@ -1,0 +1,158 @@
+"""The `unlearn` command line: bench, plugins, ls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .config import PRESETS, BenchConfig
+from .errors import UsageError
+from .models import DEFAULT_MODEL, EMBEDDED_MODELS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, instead of usage + message
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _option(text: str) -> tuple[str, str, object]:
+    """'method.key=value' -> (method, key, value); the value is JSON when it parses, else a string."""
+    head, eq, raw = text.partition("=")
+    method, dot, key = head.partition(".")
+    if not (eq and dot and method and key):
+        raise UsageError(f"--option expects METHOD.KEY=VALUE, got '{text}'")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return method, key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="unlearn", description="Compare unlearning-by-pruning methods on one harness.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, required=True)
+
+    b = sub.add_parser("bench", help="run methods and compare them")
+    b.add_argument("--method", required=True, help="comma list, e.g. selective,random")
+    b.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"embedded ({', '.join(EMBEDDED_MODELS)}), a folder, a .gguf file or a hub id")
+    b.add_argument("--forget", default="python", help="corpus to forget (see `unlearn ls corpora`)")
+    b.add_argument("--retain", default="shakespeare", help="corpus to keep")
+    b.add_argument("--site", default="mlp", help="neuron site (default: mlp)")
+    b.add_argument("--preset", default="cpu", help=f"one of {', '.join(PRESETS)} (default: cpu)")
+    b.add_argument("--steps", type=int, help="pruning steps")
+    b.add_argument("--fraction", type=float, help="share of the site's neurons deleted per step")
+    b.add_argument("--tokens", type=int, help="statistics tokens per corpus")
+    b.add_argument("--eval-tokens", type=int, help="held-out evaluation tokens per corpus")
+    b.add_argument("--window", type=int, help="tokens per window")
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    b.add_argument("--importance", help="selective: freq, abs, rms or std (= -O selective.importance=...)")
+    b.add_argument("-O", "--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method option; repeatable")
+    b.add_argument("--out", default="results", help="folder for run records (default: results)")
+    b.add_argument("--quiet", action="store_true", help="no progress output")
+
+    pl = sub.add_parser("plugins", help="list installed plugins and what they register")
+    pl.add_argument("--json", action="store_true")
+
+    ls = sub.add_parser("ls", help="list what is available")
+    ls.add_argument("what", nargs="?", default="all",
+                    choices=["all", "methods", "corpora", "architectures", "models", "presets"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"bench": _bench, "plugins": _plugins, "ls": _ls}[args.command](args)
+    except UsageError as e:
+        print(f"unlearn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unlearn: interrupted; finished steps are saved, run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+def _bench(args) -> int:
+    from .bench import run_bench
+    from .plugins import load_plugins
+    from .table import curves_table, summary_table
+
+    options: dict[str, dict] = {}
+    if args.importance is not None:
+        options.setdefault("selective", {})["importance"] = args.importance
+    for text in args.option:
+        method, key, value = _option(text)
+        options.setdefault(method, {})[key] = value
+    fields = dict(methods=[m.strip() for m in args.method.split(",") if m.strip()],
+                  model=args.model, forget=args.forget, retain=args.retain, site=args.site,
+                  preset=args.preset, steps=args.steps, fraction=args.fraction, tokens=args.tokens,
+                  eval_tokens=args.eval_tokens, window=args.window, batch_size=args.batch_size,
+                  seed=args.seed, device=args.device, options=options)
+    try:
+        config = BenchConfig(**fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UsageError(f"bad value for --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    quiet = args.quiet or bool(os.environ.get("CI"))
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    records = run_bench(config, out=Path(args.out), registry=load_plugins(),
+                        progress=not quiet, log=log)
+    print(summary_table(records))
+    print()
+    print("Relative top-1 drop per step:\n")
+    print(curves_table(records))
+    log(f"records in {args.out}/")
+    return 0
+
+
+def _plugins(args) -> int:
+    from .plugins import load_plugins
+
+    registry = load_plugins()
+    rows = [{"name": p.name, "package": p.package, "version": p.version, "hooks": p.hooks,
+             "registered": p.registered} for p in registry.plugins.values()]
+    failed = [{"name": n, "error": e} for n, e in registry.failed.items()]
+    if args.json:
+        print(json.dumps({"plugins": rows, "failed": failed}, indent=2))
+        return 0
+    for r in rows:
+        what = "; ".join(f"{k}: {', '.join(v)}" for k, v in r["registered"].items()) or "nothing"
+        print(f"{r['name']} ({r['package']} {r['version']}): {what}")
+    for f in failed:
+        print(f"{f['name']}: FAILED: {f['error']}")
+    return 0
+
+
+def _ls(args) -> int:
+    from .plugins import load_plugins
+
+    registry = load_plugins()
+    sections = {
+        "methods": {n: m.description for n, m in registry.methods.items()},
+        "corpora": {(f"{n}:{c.argument}" if c.argument else n): c.description
+                    for n, c in registry.corpora.items()},
+        "architectures": {n: "model types: " + ", ".join(a.model_types) + "; sites: "
+                          + ", ".join(a.sites) for n, a in registry.architectures.items()},
+        "models": {n: d for n, (d, _) in EMBEDDED_MODELS.items()},
+        "presets": {n: ", ".join(f"{k}={v}" for k, v in p.items()) for n, p in PRESETS.items()},
+    }
+    for name, entries in sections.items():
+        if args.what not in ("all", name):
+            continue
+        print(f"{name}:")
+        for key, text in entries.items():
+            print(f"  {key:<24} {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

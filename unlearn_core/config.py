@@ -1,0 +1,69 @@
+"""The validated bench configuration and its presets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import UsageError, unknown
+from .models import DEFAULT_MODEL
+
+# Schedule and sizes; any of them can be overridden one by one.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Finishes `unlearn bench --method selective,random` in under 10 minutes on 2 CPU cores.
+    "cpu": {"steps": 5, "fraction": 0.025, "tokens": 8192, "eval_tokens": 4096, "window": 256},
+    # Pochinkov & Schoots 2024: 100k tokens per corpus, 50 steps of 2 %.
+    "paper": {"steps": 50, "fraction": 0.02, "tokens": 100_000, "eval_tokens": 100_000,
+              "window": 256},
+    # Seconds, for smoke tests and trying a new plugin.
+    "smoke": {"steps": 2, "fraction": 0.05, "tokens": 512, "eval_tokens": 512, "window": 128},
+}
+
+
+class BenchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[str] = Field(min_length=1)
+    model: str = DEFAULT_MODEL
+    forget: str = "python"
+    retain: str = "shakespeare"
+    site: str = "mlp"
+    preset: str = "cpu"
+    steps: int | None = None
+    fraction: float | None = None  # of the site's neurons, deleted per step
+    tokens: int | None = None  # statistics tokens per corpus
+    eval_tokens: int | None = None  # held-out evaluation tokens per corpus
+    window: int | None = None  # tokens per window
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "cpu"
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> raw options
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise unknown("preset", v, PRESETS)
+        return v
+
+    @model_validator(mode="after")
+    def _fill_and_check(self) -> BenchConfig:
+        for key, value in PRESETS[self.preset].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if not 0 < self.fraction <= 1:
+            raise UsageError(f"--fraction must be in (0, 1], got {self.fraction}")
+        if self.steps < 1:
+            raise UsageError(f"--steps must be at least 1, got {self.steps}")
+        if self.steps * self.fraction > 1 + 1e-9:
+            raise UsageError(f"--steps x --fraction prunes {self.steps * self.fraction:.0%} of the "
+                             "neurons; it must be at most 100%")
+        for name in ("tokens", "eval_tokens", "window", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.window < 2:
+            raise UsageError("--window must be at least 2 tokens")
+        if len(set(self.methods)) != len(self.methods):
+            raise UsageError(f"a method is named twice in --method {','.join(self.methods)}")
+        return self

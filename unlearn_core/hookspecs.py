@@ -1,0 +1,26 @@
+"""Hook specifications. A plugin implements any of these with `@unlearn_core.hookimpl`.
+
+Each hook receives a `register` callback; call it once per thing the plugin provides.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("unlearn")
+hookimpl = pluggy.HookimplMarker("unlearn")
+
+
+@hookspec
+def register_methods(register):
+    """Register unlearning methods: register(MethodSpec(...))."""
+
+
+@hookspec
+def register_corpora(register):
+    """Register corpora: register(CorpusSpec(...))."""
+
+
+@hookspec
+def register_architectures(register):
+    """Register architecture adapters: register(Architecture(...))."""

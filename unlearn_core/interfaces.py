@@ -1,0 +1,124 @@
+"""The seams a plugin codes against: neuron sites, scorers, pruners and method specs.
+
+Shapes: L = layers of a site, N = neurons per layer, B = batch, T = tokens per window.
+A neuron is addressed as (layer, index); scores and masks are [L, N] tensors.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .stats import NeuronStatistics
+
+# Called with a site's activations [B, T, N]; returning a tensor replaces them.
+ActivationHook = Callable[[Tensor], "Tensor | None"]
+
+
+class NeuronSite(ABC):
+    """A named set of neurons in every layer (e.g. 'mlp': feed-forward middle neurons).
+
+    A site knows where its activations live and how to delete a neuron from the weights.
+    New sites (attention 'value', 'pre-out') implement the same four members.
+    """
+
+    name: str
+    n_layers: int
+    n_neurons: int
+
+    @abstractmethod
+    def register_hook(self, layer: int, fn: ActivationHook) -> torch.utils.hooks.RemovableHandle:
+        """Call `fn` with this layer's activations [B, T, N] on every forward."""
+
+    @abstractmethod
+    def delete(self, layer: int, neurons: Tensor) -> None:
+        """Make `neurons` (int [k]) of `layer` inert by zeroing the weights that carry them."""
+
+    @abstractmethod
+    def parameters(self) -> dict[str, nn.Parameter]:
+        """Every parameter `delete` may write to, by name: what a snapshot must keep."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_layers, self.n_neurons)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Which `config.model_type`s an adapter handles and how to build each of their sites."""
+
+    name: str
+    model_types: tuple[str, ...]
+    sites: Mapping[str, Callable[[nn.Module], NeuronSite]]
+
+
+@dataclass
+class PruneContext:
+    """What a scorer or pruner may look at during one pruning step."""
+
+    model: nn.Module
+    site: NeuronSite
+    forget_windows: Tensor  # long [W, T]: the forget corpus' statistics windows
+    retain_windows: Tensor  # long [W, T]: the retain corpus' statistics windows
+    pruned: Tensor  # bool [L, N]: neurons deleted by earlier steps
+    step: int  # 1-based
+    seed: int
+    batch_size: int = 8
+    progress: bool = False
+    cache: dict = field(default_factory=dict)
+
+    def generator(self) -> torch.Generator:
+        """A generator seeded by (seed, step): the same seed gives the same draws."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.step)
+
+    def statistics(self, corpus: str) -> NeuronStatistics:
+        """freq/abs/rms/std of every neuron on 'forget' or 'retain', on the current weights."""
+        from .stats import collect_statistics
+
+        windows = {"forget": self.forget_windows, "retain": self.retain_windows}[corpus]
+        return collect_statistics(
+            self.model, self.site, windows, batch_size=self.batch_size,
+            progress=self.progress, desc=f"step {self.step} stats {corpus}",
+        )
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores every neuron of a site; higher means delete sooner."""
+
+    def score(self, ctx: PruneContext) -> Tensor:  # float [L, N]
+        ...
+
+
+@runtime_checkable
+class Pruner(Protocol):
+    """Chooses `count` neurons from scores and deletes them; returns the new bool [L, N] mask."""
+
+    def prune(self, ctx: PruneContext, scores: Tensor, count: int) -> Tensor:
+        ...
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a plugin registers: a scorer (built from validated options) and a pruner.
+
+    The bench runs every method on the same schedule: `steps` times, delete
+    `fraction` of the site's neurons chosen by `pruner` from `scorer`'s scores.
+    """
+
+    name: str
+    description: str
+    scorer: Callable[[BaseModel], Scorer]
+    options: type[BaseModel] = NoOptions
+    pruner: Callable[[BaseModel], Pruner] | None = None  # None: global top-k

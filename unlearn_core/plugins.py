@@ -1,0 +1,146 @@
+"""The plugin manager: loads entry points of group 'unlearn' and collects what they register.
+
+UNLEARN_PLUGINS=name1,name2 loads only those entry points ('' loads none); the core's built-in
+corpora and adapters always load. A plugin that fails to import or to register is recorded by
+name in `Registry.failed` and the others still work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+import pluggy
+
+from . import builtins, hookspecs
+from .errors import UsageError, unknown
+from .corpora import CorpusSpec
+from .interfaces import Architecture, MethodSpec
+
+ENV_VAR = "UNLEARN_PLUGINS"
+GROUP = "unlearn"
+CORE = "unlearn_core"
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    package: str
+    version: str
+    hooks: list[str]
+    registered: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, by kind and name, and who registered it."""
+
+    methods: dict = field(default_factory=dict)
+    corpora: dict = field(default_factory=dict)
+    architectures: dict = field(default_factory=dict)
+    owner: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> plugin
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # plugin -> one-line reason
+
+    def method(self, name: str) -> MethodSpec:
+        if name not in self.methods:
+            raise unknown("method", name, self.methods)
+        return self.methods[name]
+
+    def plugin_of(self, kind: str, name: str) -> PluginInfo:
+        return self.plugins[self.owner[(kind, name)]]
+
+
+_KINDS = {"register_methods": "methods", "register_corpora": "corpora",
+          "register_architectures": "architectures"}
+_TYPES = {"methods": MethodSpec, "corpora": CorpusSpec, "architectures": Architecture}
+
+
+def _selected(names: list[str], only: str | None) -> list[str]:
+    if only is None:
+        return names
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    for n in wanted:
+        if n not in names:
+            raise unknown(f"plugin (in {ENV_VAR})", n, names)
+    return wanted
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def load_plugins(only: str | None = None, extra: list[tuple[str, object]] | None = None) -> Registry:
+    """Load entry-point plugins (all, or the comma list `only`, default $UNLEARN_PLUGINS).
+
+    `extra` registers (name, plugin object) pairs directly, the way a test registers an inline plugin.
+    """
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    registry = Registry()
+    pm.register(builtins, name=CORE)
+    registry.plugins[CORE] = PluginInfo(CORE, "unlearn", _version("unlearn"), [])
+
+    eps = {ep.name: ep for ep in entry_points(group=GROUP)}
+    only = os.environ.get(ENV_VAR) if only is None else only
+    for name in _selected(sorted(eps), only):
+        ep = eps[name]
+        package = ep.dist.name if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        try:
+            pm.register(ep.load(), name=name)
+        except Exception as e:
+            registry.failed[name] = f"cannot load: {_one_line(e)}"
+            continue
+        registry.plugins[name] = PluginInfo(name, package, version, [])
+    for name, obj in extra or []:
+        pm.register(obj, name=name)
+        module = getattr(obj, "__name__", type(obj).__name__)
+        registry.plugins[name] = PluginInfo(name, module, "inline", [])
+    try:
+        pm.check_pending()  # a misspelled hook name is an error, not a silent no-op
+    except pluggy.PluginValidationError as e:
+        bad = pm.get_name(e.plugin) or "?"
+        registry.failed[bad] = _one_line(e)
+        pm.unregister(name=bad)
+        registry.plugins.pop(bad, None)
+
+    for hook_name, kind in _KINDS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            plugin = impl.plugin_name
+            registry.plugins[plugin].hooks.append(hook_name)
+            try:
+                impl.function(register=_registrar(registry, kind, plugin))
+            except UsageError:
+                raise
+            except Exception as e:
+                registry.failed[plugin] = f"{hook_name} failed: {_one_line(e)}"
+    return registry
+
+
+def _registrar(registry: Registry, kind: str, plugin: str):
+    table = getattr(registry, kind)
+
+    def register(item) -> None:
+        expected = _TYPES.get(kind)
+        if expected is not None and not isinstance(item, expected):
+            raise TypeError(f"register() in {kind} expects {expected.__name__}, got {type(item).__name__}")
+        if item.name in table:
+            raise UsageError(f"{kind[:-1]} '{item.name}' is registered twice: by "
+                             f"'{registry.owner[(kind, item.name)]}' and by '{plugin}'")
+        table[item.name] = item
+        registry.owner[(kind, item.name)] = plugin
+        registry.plugins[plugin].registered.setdefault(kind, []).append(item.name)
+
+    return register
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,115 @@
+"""Streamed neuron statistics: one pass over a corpus, memory independent of its length.
+
+For every neuron of a site and its activations z over all non-padding tokens:
+    freq = share of tokens with z > 0      abs = mean |z|
+    rms  = sqrt(mean z^2)                  std = sqrt(mean (z - mean z)^2)   (population std)
+Per-batch sums are taken in float32 and merged into float64 accumulators; the mean and the
+centred second moment are merged with Chan's parallel update, so std does not suffer the
+cancellation of E[z^2] - E[z]^2. The pass runs the decoder only: the LM head is never computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .interfaces import NeuronSite
+
+IMPORTANCES = ("freq", "abs", "rms", "std")
+
+
+@dataclass
+class NeuronStatistics:
+    """float64 [L, N] accumulators; `counts` [L] is the number of tokens seen per layer."""
+
+    counts: Tensor
+    positive: Tensor  # count of z > 0
+    abs_sum: Tensor
+    sq_sum: Tensor
+    mean: Tensor
+    m2: Tensor  # sum of squared deviations from the mean
+
+    @classmethod
+    def zeros(cls, n_layers: int, n_neurons: int) -> NeuronStatistics:
+        z = lambda: torch.zeros(n_layers, n_neurons, dtype=torch.float64)  # noqa: E731
+        return cls(torch.zeros(n_layers, dtype=torch.int64), z(), z(), z(), z(), z())
+
+    @property
+    def tokens(self) -> int:
+        return int(self.counts[0])
+
+    def importance(self, name: str) -> Tensor:
+        """One of IMPORTANCES, float64 [L, N]."""
+        n = self.counts.clamp_min(1).to(torch.float64)[:, None]
+        if name == "freq":
+            return self.positive / n
+        if name == "abs":
+            return self.abs_sum / n
+        if name == "rms":
+            return (self.sq_sum / n).sqrt()
+        if name == "std":
+            return (self.m2 / n).clamp_min(0).sqrt()
+        raise ValueError(f"unknown importance '{name}'; choose from {', '.join(IMPORTANCES)}")
+
+    def add(self, layer: int, z: Tensor) -> None:
+        """Merge activations z [n, N] (float) of one batch into `layer`'s accumulators."""
+        n_b = z.shape[0]
+        if n_b == 0:
+            return
+        z = z.float()
+        acc = lambda t: t.to(device=self.mean.device, dtype=torch.float64)  # noqa: E731
+        self.positive[layer] += acc((z > 0).sum(0))
+        self.abs_sum[layer] += acc(z.abs().sum(0))
+        self.sq_sum[layer] += acc((z * z).sum(0))
+        mean_b = z.mean(0)
+        m2_b = acc(((z - mean_b) ** 2).sum(0))
+        n_a = int(self.counts[layer])
+        total = n_a + n_b
+        delta = acc(mean_b) - self.mean[layer]
+        self.mean[layer] += delta * (n_b / total)
+        self.m2[layer] += m2_b + delta * delta * (n_a * n_b / total)
+        self.counts[layer] = total
+
+
+@torch.inference_mode()
+def collect_statistics(
+    model: nn.Module,
+    site: NeuronSite,
+    windows: Tensor,
+    batch_size: int = 8,
+    attention_mask: Tensor | None = None,
+    progress: bool = False,
+    desc: str = "statistics",
+) -> NeuronStatistics:
+    """Statistics of every neuron of `site` over `windows` (long [W, T]), padding excluded.
+
+    `attention_mask` (0/1 [W, T]) marks real tokens; without it every token counts.
+    """
+    stats = NeuronStatistics.zeros(*site.shape)
+    current_mask: list[Tensor | None] = [None]
+
+    def make_hook(layer: int):
+        def hook(acts: Tensor) -> None:
+            mask = current_mask[0]
+            flat = acts.reshape(-1, acts.shape[-1]) if mask is None else acts[mask]
+            stats.add(layer, flat)
+
+        return hook
+
+    handles = [site.register_hook(i, make_hook(i)) for i in range(site.n_layers)]
+    decoder = getattr(model, "base_model", model)  # the decoder stack without the LM head
+    device = next(model.parameters()).device
+    try:
+        for start in tqdm(range(0, len(windows), batch_size), desc=desc, disable=not progress,
+                          leave=False):
+            ids = windows[start:start + batch_size].to(device)
+            am = None if attention_mask is None else attention_mask[start:start + batch_size].to(device)
+            current_mask[0] = None if am is None or bool(am.all()) else am.bool()
+            decoder(input_ids=ids, attention_mask=am, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats

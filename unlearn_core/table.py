@@ -1,0 +1,53 @@
+"""Markdown tables of run records: a summary row per method, and the per-step curves."""
+
+from __future__ import annotations
+
+from .records import RunRecord
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def summary_table(records: list[RunRecord]) -> str:
+    """One row per method (plus the shared base row), with arrows saying which way is better."""
+    head = ("| method | selectivity (pts) ↑ | forget drop @ retain drop ≤5% (pts) ↑ | "
+            "forget top-1 % ↓ | retain top-1 % ↑ | forget ppl ↑ | retain ppl ↓ | pruned % | "
+            "time s ↓ |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    if records and records[0].steps:
+        base = records[0].steps[0]
+        rows.append(f"| base (step 0) | | | {_pct(base.forget.top1)} | {_pct(base.retain.top1)} | "
+                    f"{base.forget.perplexity:.2f} | {base.retain.perplexity:.2f} | 0.0 | |")
+    for r in records:
+        last = r.steps[-1]
+        s = r.summary
+        sel = f"{s.selectivity:.1f}" if s else "—"
+        at5 = f"{s.forget_drop_at_retain_5:.1f}" if s else "—"
+        rows.append(
+            f"| {r.method} | {sel} | {at5} | {_pct(last.forget.top1)} | {_pct(last.retain.top1)} | "
+            f"{last.forget.perplexity:.2f} | {last.retain.perplexity:.2f} | "
+            f"{_pct(last.pruned_fraction)} | {r.timings.get('method', 0):.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def curves_table(records: list[RunRecord]) -> str:
+    """Relative top-1 drop (%) of forget and retain after every step, one column pair per method."""
+    head = "| step | pruned % | " + " | ".join(
+        f"{r.method} forget drop % | {r.method} retain drop %" for r in records) + " |"
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    n = max(len(r.steps) for r in records) if records else 0
+    for i in range(n):
+        cells = []
+        frac = ""
+        for r in records:
+            if i < len(r.steps):
+                s, b = r.steps[i], r.steps[0]
+                frac = _pct(s.pruned_fraction)
+                cells += [_pct(1 - s.forget.top1 / b.forget.top1),
+                          _pct(1 - s.retain.top1 / b.retain.top1)]
+            else:
+                cells += ["", ""]
+        rows.append(f"| {i} | {frac} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
