@@ -142,14 +142,14 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
                                            forget=forget, retain=retain,
                                            seconds=round(time.perf_counter() - t, 2)))
             record.pruned_neurons = _indices(pruned)
-            log(f"{method.spec.name} step {step}/{config.steps}: pruned {n / total:.1%}, "
-                f"forget top-1 {forget.top1:.3f}, retain top-1 {retain.top1:.3f}")
             _finish(record, config)
             if path:
-                save_record(record, path.parent)
+                save_record(record, path)
+            log(f"{method.spec.name} step {step}/{config.steps}: pruned {n / total:.1%}, "
+                f"forget top-1 {forget.top1:.3f}, retain top-1 {retain.top1:.3f}")
         _finish(record, config)
         if path:
-            save_record(record, path.parent)
+            save_record(record, path)
         records.append(record)
     restore(site, original)
     return records

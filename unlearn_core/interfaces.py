@@ -18,7 +18,8 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from .stats import NeuronStatistics
 
-# Called with a site's activations [B, T, N]; returning a tensor replaces them.
+# Called with a site's activations [B, T, N] (or [B*T, N], as OPT's MLP flattens tokens);
+# returning a tensor of the same shape replaces them.
 ActivationHook = Callable[[Tensor], "Tensor | None"]
 
 
@@ -35,7 +36,7 @@ class NeuronSite(ABC):
 
     @abstractmethod
     def register_hook(self, layer: int, fn: ActivationHook) -> torch.utils.hooks.RemovableHandle:
-        """Call `fn` with this layer's activations [B, T, N] on every forward."""
+        """Call `fn` with this layer's activations [..., N] on every forward."""
 
     @abstractmethod
     def delete(self, layer: int, neurons: Tensor) -> None:

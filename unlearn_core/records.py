@@ -64,10 +64,8 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def save_record(record: RunRecord, out: Path) -> Path:
-    path = Path(out) / f"{record.method}.json"
-    write_atomic(path, record.model_dump_json(indent=2) + "\n")
-    return path
+def save_record(record: RunRecord, path: Path) -> None:
+    write_atomic(Path(path), record.model_dump_json(indent=2) + "\n")
 
 
 def load_record(path: Path) -> RunRecord:

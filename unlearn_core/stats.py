@@ -94,7 +94,9 @@ def collect_statistics(
     def make_hook(layer: int):
         def hook(acts: Tensor) -> None:
             mask = current_mask[0]
-            flat = acts.reshape(-1, acts.shape[-1]) if mask is None else acts[mask]
+            flat = acts.reshape(-1, acts.shape[-1])  # [B*T, N]; OPT already hands [B*T, N]
+            if mask is not None:
+                flat = flat[mask.reshape(-1)]
             stats.add(layer, flat)
 
         return hook

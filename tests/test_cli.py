@@ -1,0 +1,85 @@
+"""Bad input ends in one clear line and exit status 2; listing commands work."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from unlearn_core.cli import main
+
+
+def _err(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--method", "selectiv"], "unknown method 'selectiv' (did you mean 'selective'?)"),
+    (["bench", "--method", "selective", "--forget", "pyhton"], "did you mean 'python'?"),
+    (["bench", "--method", "selective", "--retain", "text:/no/such/file"], "not a readable file"),
+    (["bench", "--method", "selective", "--fraction", "0"], "--fraction must be in (0, 1]"),
+    (["bench", "--method", "selective", "--fraction", "1.5"], "--fraction must be in (0, 1]"),
+    (["bench", "--method", "selective", "--fraction", "abc"], "invalid float value: 'abc'"),
+    (["bench", "--method", "selective", "--steps", "0"], "--steps must be at least 1"),
+    (["bench", "--method", "selective", "--steps", "60", "--fraction", "0.02"], "at most 100%"),
+    (["bench", "--method", "selective", "--tokens", "-5"], "--tokens must be positive"),
+    (["bench", "--method", "selective", "--importance", "mean"], "bad option selective.importance"),
+    (["bench", "--method", "selective", "-O", "selective.epz=1"], "bad option selective.epz"),
+    (["bench", "--method", "selective", "-O", "random=1"], "expects METHOD.KEY=VALUE"),
+    (["bench", "--method", "random", "--importance", "abs"], "'selective', which is not in --method"),
+    (["bench", "--method", "selective", "--preset", "gpu"], "unknown preset 'gpu'"),
+    (["bench", "--method", "selective", "--site", "values"], "unknown neuron site 'values'"),
+    (["bench", "--method", "selective,selective"], "named twice"),
+    (["bench", "--method", "random", "--model", "/no/such/model.gguf"], "does not exist"),
+    (["bench", "--method", "random", "--model", "./no/such/folder"], "neither a model folder"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_is_one_line_exit_2(capsys, argv, message):
+    code, err = _err(capsys, argv)
+    assert code == 2
+    assert err.startswith("unlearn: error: ") and "\n" not in err
+    assert message in err
+
+
+def test_unknown_model_name_is_one_line(capsys, tmp_path):
+    # Not embedded, not a path: goes to the hub, which this machine cannot reach.
+    code, err = _err(capsys, ["bench", "--method", "random", "--model", "smolm2",
+                              "--out", str(tmp_path)])
+    assert code == 2 and "\n" not in err
+    assert "cannot load model 'smolm2' (did you mean 'smollm2'?)" in err
+
+
+def test_model_folder_without_config(capsys, tmp_path):
+    code, err = _err(capsys, ["bench", "--method", "random", "--model", str(tmp_path)])
+    assert code == 2 and "has no config.json" in err
+
+
+def test_corpus_too_small_through_cli(capsys, tmp_path, tiny_folder):
+    small = tmp_path / "small.txt"
+    small.write_text("a b c\n")
+    code, err = _err(capsys, ["bench", "--method", "random", "--model", str(tiny_folder),
+                              "--forget", f"text:{small}", "--out", str(tmp_path / "out")])
+    assert code == 2 and "too small" in err and "\n" not in err
+
+
+def test_console_script_exits_2_without_traceback():
+    exe = os.path.join(os.path.dirname(sys.executable), "unlearn")
+    out = subprocess.run([exe, "bench", "--method", "nope"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0
+
+
+def test_ls_and_plugins_json(capsys):
+    assert main(["ls", "methods"]) == 0
+    listing = capsys.readouterr().out
+    assert "selective" in listing and "random" in listing
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = {p["name"]: p for p in data["plugins"]}
+    assert names["selective"]["registered"] == {"methods": ["selective"]}
+    assert names["baselines"]["registered"] == {"methods": ["random"]}
+    assert "python" in names["unlearn_core"]["registered"]["corpora"]
