@@ -4,7 +4,13 @@ import pytest
 import torch
 from tiny import TINY_CONFIGS, tiny_model
 
-from unlearn_core.adapters import BUILTIN_ARCHITECTURES, delete_mask, resolve_site, restore, snapshot
+from unlearn_core.adapters import (
+    BUILTIN_ARCHITECTURES,
+    delete_mask,
+    resolve_site,
+    restore,
+    snapshot,
+)
 from unlearn_core.errors import UsageError
 
 ARCHS = {a.name: a for a in BUILTIN_ARCHITECTURES}

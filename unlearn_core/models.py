@@ -96,13 +96,15 @@ def _where(spec: str) -> tuple[str, dict]:
     return spec, {}  # a Hugging Face hub id
 
 
-def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> LoadedModel:
+def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", progress: bool = True) -> LoadedModel:
     """Load a causal LM in float32 for `spec`: an embedded name, a folder, a .gguf file or a hub id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     source, kwargs = _where(spec)
     hf_logging.set_verbosity_error()
+    if not progress:
+        hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)

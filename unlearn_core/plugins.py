@@ -14,8 +14,8 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import builtins, hookspecs
-from .errors import UsageError, unknown
 from .corpora import CorpusSpec
+from .errors import UsageError, unknown
 from .interfaces import Architecture, MethodSpec
 
 ENV_VAR = "UNLEARN_PLUGINS"
