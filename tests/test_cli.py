@@ -44,12 +44,22 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, message):
     assert message in err
 
 
-def test_unknown_model_name_is_one_line(capsys, tmp_path):
-    # Not embedded, not a path: goes to the hub, which this machine cannot reach.
-    code, err = _err(capsys, ["bench", "--method", "random", "--model", "smolm2",
-                              "--out", str(tmp_path)])
+def test_near_miss_of_an_embedded_model_fails_fast(capsys):
+    code, err = _err(capsys, ["bench", "--method", "random", "--model", "smolm2"])
     assert code == 2 and "\n" not in err
-    assert "cannot load model 'smolm2' (did you mean 'smollm2'?)" in err
+    assert "unknown model 'smolm2' (did you mean 'smollm2'?)" in err
+
+
+def test_unloadable_hub_model_is_one_line(tmp_path):
+    # A hub id this machine cannot fetch: offline mode makes the hub fail at once, as it would
+    # after its time-outs on a machine without network.
+    exe = os.path.join(os.path.dirname(sys.executable), "unlearn")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    out = subprocess.run([exe, "bench", "--method", "random", "--model", "nobody/no-such-model",
+                          "--out", str(tmp_path), "--quiet"], capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    assert out.stderr.startswith("unlearn: error: cannot load model 'nobody/no-such-model'")
+    assert out.stderr.strip().count("\n") == 0
 
 
 def test_model_folder_without_config(capsys, tmp_path):
@@ -61,7 +71,7 @@ def test_corpus_too_small_through_cli(capsys, tmp_path, tiny_folder):
     small = tmp_path / "small.txt"
     small.write_text("a b c\n")
     code, err = _err(capsys, ["bench", "--method", "random", "--model", str(tiny_folder),
-                              "--forget", f"text:{small}", "--out", str(tmp_path / "out")])
+                              "--forget", f"text:{small}", "--out", str(tmp_path / "out"), "--quiet"])
     assert code == 2 and "too small" in err and "\n" not in err
 
 

@@ -14,15 +14,15 @@ ARCHS = {a.name: a for a in BUILTIN_ARCHITECTURES}
 
 def test_summary_on_a_hand_computed_curve():
     forget = [0.50, 0.40, 0.20, 0.10]  # drops 0, 20 %, 60 %, 80 %
-    retain = [0.40, 0.40, 0.38, 0.30]  # drops 0, 0 %, 5 %, 25 %
+    retain = [0.40, 0.40, 0.39, 0.28]  # drops 0, 0 %, 2.5 %, 30 %
     s = summarise(forget, retain)
-    assert s.selectivity == pytest.approx(55.0)  # step 2: 60 - 5
+    assert s.selectivity == pytest.approx(57.5)  # step 2: 60 - 2.5
     assert s.best_step == 2
     assert s.forget_drop_at_retain_5 == pytest.approx(60.0)  # last step with retain drop <= 5 %
     assert s.step_at_retain_5 == 2
-    assert s.final_forget_drop == pytest.approx(80.0) and s.final_retain_drop == pytest.approx(25.0)
-    # trapezoids over retain drop: (0.05 - 0) * (0.2 + 0.6) / 2 + (0.25 - 0.05) * (0.6 + 0.8) / 2
-    assert s.auc == pytest.approx(100 * (0.02 + 0.14) / 0.25)
+    assert s.final_forget_drop == pytest.approx(80.0) and s.final_retain_drop == pytest.approx(30.0)
+    # trapezoids over retain drop: 0.025 * (0.2 + 0.6) / 2 + (0.3 - 0.025) * (0.6 + 0.8) / 2
+    assert s.auc == pytest.approx(100 * (0.01 + 0.1925) / 0.3)
 
 
 def test_selectivity_can_be_negative():

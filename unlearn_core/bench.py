@@ -28,7 +28,7 @@ from .errors import UsageError
 from .evaluate import TokenMetrics, evaluate_tokens
 from .interfaces import MethodSpec, PruneContext
 from .metrics import summarise
-from .models import load_model
+from .models import check_model_spec, load_model
 from .plugins import Registry, load_plugins
 from .pruning import GlobalTopK
 from .records import RunRecord, StepRecord, environment, library_versions, load_record, save_record
@@ -43,8 +43,11 @@ class PlannedMethod:
 
 def plan(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
     """Check every name and option before anything heavy is loaded."""
+    check_model_spec(config.model)
     for spec in (config.forget, config.retain):
-        parse_spec(spec, registry.corpora)
+        corpus, argument = parse_spec(spec, registry.corpora)
+        if corpus.check is not None:
+            corpus.check(argument)
     known_sites = {s for a in registry.architectures.values() for s in a.sites}
     if config.site not in known_sites:
         raise UsageError(f"unknown neuron site '{config.site}'; choose from: {', '.join(sorted(known_sites))}")
@@ -102,7 +105,7 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
                                      progress=progress, desc=f"{desc} eval {r}")
                      for r in ("forget", "retain"))
 
-    base: tuple[TokenMetrics, TokenMetrics] | None = None
+    base: StepRecord | None = None  # the unpruned model, evaluated once for all methods
     records = []
     for method in planned:
         restore(site, original)
@@ -122,10 +125,12 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
         pruned = _pruned_from(record, site.shape)
         delete_mask(site, pruned)
         if not record.steps:
-            t = time.perf_counter()
-            base = base or evaluate("base")
-            record.steps.append(StepRecord(step=0, pruned=0, pruned_fraction=0.0, forget=base[0],
-                                           retain=base[1], seconds=time.perf_counter() - t))
+            if base is None:
+                t = time.perf_counter()
+                forget, retain = evaluate("base")
+                base = StepRecord(step=0, pruned=0, pruned_fraction=0.0, forget=forget, retain=retain,
+                                  seconds=round(time.perf_counter() - t, 2))
+            record.steps.append(base.model_copy())
         elif len(record.steps) < config.steps + 1:
             log(f"{method.spec.name}: resuming after step {len(record.steps) - 1}")
         scorer = method.spec.scorer(method.options)

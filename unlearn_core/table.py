@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .metrics import relative_drop
 from .records import RunRecord
 
 
@@ -45,8 +46,8 @@ def curves_table(records: list[RunRecord]) -> str:
             if i < len(r.steps):
                 s, b = r.steps[i], r.steps[0]
                 frac = _pct(s.pruned_fraction)
-                cells += [_pct(1 - s.forget.top1 / b.forget.top1),
-                          _pct(1 - s.retain.top1 / b.retain.top1)]
+                cells += [_pct(relative_drop(b.forget.top1, s.forget.top1)),
+                          _pct(relative_drop(b.retain.top1, s.retain.top1))]
             else:
                 cells += ["", ""]
         rows.append(f"| {i} | {frac} | " + " | ".join(cells) + " |")
