@@ -1,0 +1,284 @@
+"""A persistent store of neuron explanations and other LLM answers, in one SQLite file.
+
+Explaining every neuron of a model costs hours and money, so every answer is kept: a run commits
+after each batch (`put` is one transaction), and a run that is killed resumes with `missing`.
+Explanations are keyed by everything that changes them: the model's fingerprint, the neuron site,
+the layer and neuron, the explainer and the prompt version.
+
+    store = ExplanationStore("explanations.sqlite")
+    todo = store.missing(fp, "mlp", "openai", PROMPT_VERSION, neurons)
+    for batch in chunks(todo):
+        store.put(fp, "mlp", "openai", PROMPT_VERSION, dict(zip(batch, explainer.explain(...))))
+    texts = store.get(fp, "mlp", "openai", PROMPT_VERSION, neurons)
+
+`import_jsonl` reads explanations published in the layout of OpenAI's neuron-explainer
+(openai/automated-interpretability, neuron_explainer/explanations/explanations.py): one
+`NeuronSimulationResults` JSON object per line,
+
+    {"dataclass_name": "NeuronSimulationResults",
+     "neuron_id": {"layer_index": 0, "neuron_index": 7},
+     "scored_explanations": [{"explanation": " the word 'the'",
+                              "scored_simulation": {"ev_correlation_score": 0.41, ...}}, ...]}
+
+either in one .jsonl file or in a folder of `{layer}/{neuron}.jsonl` files (how the published
+`explanations/` folder is laid out). The explanation with the highest `ev_correlation_score` (the
+score neuron-explainer prefers) is kept per neuron, together with that score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from unlearn_core.errors import UsageError
+
+from .types import NeuronId
+
+SCHEMA_VERSION = 1
+
+# Migration n brings a database from version n - 1 to version n. Append, never edit.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE explanations (
+               model_fingerprint TEXT NOT NULL, site TEXT NOT NULL, explainer TEXT NOT NULL,
+               prompt_version TEXT NOT NULL, layer INTEGER NOT NULL, neuron INTEGER NOT NULL,
+               explanation TEXT NOT NULL, score REAL, source TEXT NOT NULL, created TEXT NOT NULL,
+               PRIMARY KEY (model_fingerprint, site, explainer, prompt_version, layer, neuron)
+           ) WITHOUT ROWID""",
+        """CREATE TABLE cache (
+               kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, created TEXT NOT NULL,
+               PRIMARY KEY (kind, key)
+           ) WITHOUT ROWID""",
+    ),
+}
+
+_KEY = "model_fingerprint = ? AND site = ? AND explainer = ? AND prompt_version = ?"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ExplanationStore:
+    """Explanations and cached LLM answers in a SQLite file (WAL mode, safe to kill at any time)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise UsageError(f"explanation store {self.path} is a directory; give a file path")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise UsageError(f"cannot open explanation store {self.path}: {e}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
+        except sqlite3.Error as e:  # e.g. "file is not a database"
+            self._db.close()
+            raise UsageError(f"cannot open explanation store {self.path}: {e}") from None
+        except UsageError:
+            self._db.close()
+            raise
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it is kept, or none of it (also when the process dies)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as e:  # locked, read-only, disk full: the user can fix these
+            raise UsageError(f"cannot write explanation store {self.path}: {e}") from None
+
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION; a file written by a newer version is refused."""
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            version = row[0] or 0
+            if version > SCHEMA_VERSION:
+                raise UsageError(f"explanation store {self.path} has schema version {version}; this "
+                                 f"version of unlearn reads up to {SCHEMA_VERSION}: upgrade unlearn")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    db.execute(statement)
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version VALUES (?)", (target,))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ExplanationStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- explanations -----------------------------------------------------------------------
+
+    def _rows(self, model_fp: str, site: str, explainer: str,
+              prompt_version: str) -> dict[NeuronId, tuple[str, float | None]]:
+        """Every stored (explanation, score) under one key; one indexed range scan."""
+        rows = self._db.execute(f"SELECT layer, neuron, explanation, score FROM explanations WHERE {_KEY}",
+                                (model_fp, site, explainer, prompt_version))
+        return {NeuronId(layer, neuron): (text, score) for layer, neuron, text, score in rows}
+
+    def get(self, model_fp: str, site: str, explainer: str, prompt_version: str,
+            neurons: Iterable[NeuronId]) -> dict[NeuronId, str]:
+        """The stored explanations of those `neurons` that have one."""
+        rows = self._rows(model_fp, site, explainer, prompt_version)
+        return {n: rows[n][0] for n in neurons if n in rows}
+
+    def scores(self, model_fp: str, site: str, explainer: str, prompt_version: str,
+               neurons: Iterable[NeuronId]) -> dict[NeuronId, float]:
+        """The known scores (e.g. neuron-explainer's ev_correlation_score) of those `neurons`."""
+        rows = self._rows(model_fp, site, explainer, prompt_version)
+        return {n: rows[n][1] for n in neurons if n in rows and rows[n][1] is not None}
+
+    def missing(self, model_fp: str, site: str, explainer: str, prompt_version: str,
+                neurons: Iterable[NeuronId]) -> list[NeuronId]:
+        """The `neurons` still to explain, in input order, each once: what a resumed run does next."""
+        rows = self._rows(model_fp, site, explainer, prompt_version)
+        return list(dict.fromkeys(n for n in neurons if n not in rows))
+
+    def count(self, model_fp: str, site: str, explainer: str, prompt_version: str) -> int:
+        """How many explanations are stored under this key."""
+        (n,) = self._db.execute(f"SELECT COUNT(*) FROM explanations WHERE {_KEY}",
+                                (model_fp, site, explainer, prompt_version)).fetchone()
+        return int(n)
+
+    def put(self, model_fp: str, site: str, explainer: str, prompt_version: str,
+            items: Mapping[NeuronId, str], source: str = "explainer") -> None:
+        """Store one batch in one transaction (replacing older answers for the same neurons)."""
+        self._put(model_fp, site, explainer, prompt_version,
+                  ((n, text, None) for n, text in items.items()), source)
+
+    def _put(self, model_fp: str, site: str, explainer: str, prompt_version: str,
+             rows: Iterable[tuple[NeuronId, str, float | None]], source: str) -> None:
+        created = _now()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO explanations (model_fingerprint, site, explainer, prompt_version,"
+                " layer, neuron, explanation, score, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((model_fp, site, explainer, prompt_version, n.layer, n.index, _text(text), score, source,
+                  created) for n, text, score in rows))
+
+    # -- other LLM answers ------------------------------------------------------------------
+
+    def get_cached(self, kind: str, key: str) -> str | None:
+        """A cached answer (e.g. a dataset's concept list as JSON text), or None."""
+        row = self._db.execute("SELECT value FROM cache WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_cached(self, kind: str, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO cache (kind, key, value, created) VALUES (?, ?, ?, ?)",
+                       (kind, key, _text(value), _now()))
+
+    # -- published explanations -------------------------------------------------------------
+
+    def import_jsonl(self, path: str | Path, model_fp: str, site: str, explainer: str,
+                     prompt_version: str) -> int:
+        """Import neuron-explainer explanation files (one file, or a `{layer}/{neuron}.jsonl` folder),
+        keeping each neuron's best-scored explanation. All of it is stored, or nothing. Returns the
+        number of neurons imported."""
+        path = Path(path)
+        best: dict[NeuronId, tuple[str, float | None]] = {}
+        for file, expected in _explanation_files(path):
+            for neuron, text, score in _read_explanation_file(file, expected):
+                if neuron not in best or _rank(score) > _rank(best[neuron][1]):
+                    best[neuron] = (text, score)
+        self._put(model_fp, site, explainer, prompt_version,
+                  ((n, text, score) for n, (text, score) in sorted(best.items())), f"import:{path}")
+        return len(best)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text to store, got {type(value).__name__}")
+    return value
+
+
+def _rank(score: float | None) -> tuple[bool, float]:
+    """Scored explanations beat unscored ones; then higher is better."""
+    return (score is not None, score if score is not None else 0.0)
+
+
+def _explanation_files(path: Path) -> list[tuple[Path, NeuronId | None]]:
+    """The files to read and, in a folder, the neuron each one's path names."""
+    if path.is_file():
+        return [(path, None)]
+    if not path.is_dir():
+        raise UsageError(f"cannot read explanations from {path}: no such file or folder")
+    found = [(f, NeuronId(int(f.parent.name), int(f.stem))) for f in path.glob("*/*.jsonl")
+             if f.parent.name.isdigit() and f.stem.isdigit()]
+    if not found:
+        raise UsageError(f"no neuron-explainer files ({{layer}}/{{neuron}}.jsonl) under {path}")
+    return sorted(found, key=lambda item: item[1])
+
+
+def _read_explanation_file(file: Path,
+                           expected: NeuronId | None) -> Iterator[tuple[NeuronId, str, float | None]]:
+    """Each line's neuron, best explanation and its score. Bad lines are named by file and number."""
+    try:
+        with file.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    parsed = _parse_results(json.loads(line))
+                except (json.JSONDecodeError, ValueError) as e:
+                    detail = f"not JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e)
+                    raise UsageError(f"{file}:{number}: {detail}") from None
+                if parsed is None:
+                    continue
+                if expected is not None and parsed[0] != expected:
+                    raise UsageError(f"{file}:{number}: neuron_id {parsed[0].layer}/{parsed[0].index} does "
+                                     f"not match the file's path")
+                yield parsed
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read explanations from {file}: {e}") from None
+
+
+def _parse_results(obj: object) -> tuple[NeuronId, str, float | None] | None:
+    """One NeuronSimulationResults object -> (neuron, best explanation, its score); None if it has none."""
+    if not isinstance(obj, dict):
+        raise ValueError("expected a NeuronSimulationResults object")
+    neuron_id = obj.get("neuron_id")
+    if not isinstance(neuron_id, dict):
+        raise ValueError("missing neuron_id {layer_index, neuron_index}")
+    layer, index = neuron_id.get("layer_index"), neuron_id.get("neuron_index")
+    if not (_is_index(layer) and _is_index(index)):
+        raise ValueError("neuron_id needs non-negative integer layer_index and neuron_index")
+    scored = obj.get("scored_explanations")
+    if not isinstance(scored, list):
+        raise ValueError("missing scored_explanations list")
+    best: tuple[str, float | None] | None = None
+    for i, item in enumerate(scored):
+        text = item.get("explanation") if isinstance(item, dict) else None
+        simulation = item.get("scored_simulation") if isinstance(item, dict) else None
+        if not isinstance(text, str) or not isinstance(simulation, dict):
+            raise ValueError(f"scored_explanations[{i}] needs an explanation and a scored_simulation")
+        score = simulation.get("ev_correlation_score")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise ValueError(f"scored_explanations[{i}].scored_simulation.ev_correlation_score is not a number")
+        score = None if score is None or math.isnan(score) else float(score)  # NaN: undefined score
+        if best is None or _rank(score) > _rank(best[1]):
+            best = (text.strip(), score)
+    return None if best is None else (NeuronId(layer, index), best[0], best[1])
+
+
+def _is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

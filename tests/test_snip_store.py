@@ -1,0 +1,271 @@
+"""The SNIP explanation store: real SQLite files, a real killed process, neuron-explainer imports."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unlearn_core.errors import UsageError
+from unlearn_snip.store import SCHEMA_VERSION, ExplanationStore
+from unlearn_snip.types import NeuronId
+
+ROOT = Path(__file__).resolve().parent.parent
+
+KEY = ("gpt2:abc123", "mlp", "openai", "neuron-explainer-v1")
+
+
+@pytest.fixture
+def store(tmp_path):
+    with ExplanationStore(tmp_path / "store.sqlite") as s:
+        yield s
+
+
+def test_roundtrip_and_keys_kept_apart(store):
+    neurons = [NeuronId(0, 3), NeuronId(1, 0), NeuronId(11, 3071)]
+    store.put(*KEY, {n: f"base {n.layer}/{n.index}" for n in neurons})
+    variants = {i: tuple(f"other-{v}" if j == i else v for j, v in enumerate(KEY)) for i in range(4)}
+    for i, key in variants.items():  # another fingerprint, site, explainer, prompt version
+        store.put(*key, {neurons[0]: f"variant {i}"})
+
+    assert store.get(*KEY, neurons) == {n: f"base {n.layer}/{n.index}" for n in neurons}
+    assert store.count(*KEY) == 3
+    for i, key in variants.items():
+        assert store.get(*key, neurons) == {neurons[0]: f"variant {i}"}
+        assert store.count(*key) == 1
+    assert store.get(*KEY, [NeuronId(5, 5)]) == {}
+    store.put(*KEY, {neurons[1]: "re-explained"})  # a later answer replaces the older one
+    assert store.get(*KEY, [neurons[1]]) == {neurons[1]: "re-explained"}
+    assert store.count(*KEY) == 3
+
+
+def test_missing_keeps_input_order(store):
+    store.put(*KEY, {NeuronId(0, 1): "a", NeuronId(2, 0): "b"})
+    asked = [NeuronId(3, 9), NeuronId(0, 1), NeuronId(0, 0), NeuronId(2, 0), NeuronId(1, 5), NeuronId(0, 0)]
+    assert store.missing(*KEY, asked) == [NeuronId(3, 9), NeuronId(0, 0), NeuronId(1, 5)]
+    assert store.missing(*KEY, [NeuronId(0, 1)]) == []
+
+
+def test_cache_roundtrip(store):
+    assert store.get_cached("concepts", "corpus-1|openai|v1") is None
+    store.put_cached("concepts", "corpus-1|openai|v1", json.dumps(["poetry", "rhyme"]))
+    store.put_cached("ratings", "corpus-1|openai|v1", "[]")
+    assert json.loads(store.get_cached("concepts", "corpus-1|openai|v1")) == ["poetry", "rhyme"]
+    store.put_cached("concepts", "corpus-1|openai|v1", '["meter"]')
+    assert store.get_cached("concepts", "corpus-1|openai|v1") == '["meter"]'
+    assert store.get_cached("ratings", "corpus-1|openai|v1") == "[]"
+    assert store.get_cached("concepts", "corpus-2|openai|v1") is None
+
+
+def test_second_store_on_the_same_file_sees_the_data(tmp_path):
+    path = tmp_path / "nested" / "store.sqlite"
+    first = ExplanationStore(path)
+    first.put(*KEY, {NeuronId(4, 2): "commas in lists"})
+    first.put_cached("concepts", "k", '["x"]')
+    with ExplanationStore(path) as second:  # while the first is still open (WAL readers)
+        assert second.get(*KEY, [NeuronId(4, 2)]) == {NeuronId(4, 2): "commas in lists"}
+        second.put(*KEY, {NeuronId(4, 3): "semicolons"})
+    assert first.get(*KEY, [NeuronId(4, 3)]) == {NeuronId(4, 3): "semicolons"}
+    first.close()
+    with ExplanationStore(path) as third:
+        assert third.count(*KEY) == 2 and third.get_cached("concepts", "k") == '["x"]'
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    db.close()
+
+
+def _one_line_usage_error(excinfo: pytest.ExceptionInfo[UsageError]) -> str:
+    message = str(excinfo.value)
+    assert message and "\n" not in message
+    return message
+
+
+def test_bad_database_paths(tmp_path):
+    with pytest.raises(UsageError) as e:
+        ExplanationStore(tmp_path)
+    assert "is a directory" in _one_line_usage_error(e)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UsageError) as e:
+        ExplanationStore(blocker / "store.sqlite")
+    assert "cannot open explanation store" in _one_line_usage_error(e)
+    with pytest.raises(UsageError) as e:
+        ExplanationStore(blocker)  # a file that is no SQLite database
+    assert "not a database" in _one_line_usage_error(e)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "store.sqlite"
+    ExplanationStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    db.commit()
+    db.close()
+    with pytest.raises(UsageError) as e:
+        ExplanationStore(path)
+    assert f"schema version {SCHEMA_VERSION + 1}" in _one_line_usage_error(e)
+
+
+# -- resume after a kill -------------------------------------------------------------------------
+
+BATCH, BATCHES = 40, 12
+CHILD = f"""
+import sys, time
+from collections.abc import Mapping
+sys.path[:0] = [sys.argv[2], sys.argv[2] + "/plugins"]
+from unlearn_snip.store import ExplanationStore
+from unlearn_snip.types import NeuronId
+
+class StallingBatch(Mapping):
+    # Stalls halfway through being written, so the parent kills it inside the transaction.
+    def __init__(self, b):
+        self.b = b
+    def __getitem__(self, n):
+        return f"batch {{n.layer}} neuron {{n.index}}"
+    def __len__(self):
+        return {BATCH}
+    def __iter__(self):
+        for i in range({BATCH}):
+            if i == {BATCH} // 2:
+                print("inside", self.b, flush=True)
+                time.sleep(0.2)
+            yield NeuronId(self.b, i)
+
+store = ExplanationStore(sys.argv[1])
+for b in range({BATCHES}):
+    store.put("fp", "mlp", "openai", "v1", StallingBatch(b))
+    print("committed", b, flush=True)
+"""
+
+
+def test_resume_after_sigkill(tmp_path):
+    path = tmp_path / "store.sqlite"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(ROOT)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    try:
+        while "inside 3" not in seen:  # batches 0-2 committed, batch 3 half written
+            line = child.stdout.readline()
+            assert line, f"child ended early: {seen} {child.stderr.read()}"
+            seen.append(line.strip())
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+        child.stdout.close()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    assert seen[-2:] == ["committed 2", "inside 3"]
+
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+    key = ("fp", "mlp", "openai", "v1")
+    everything = [NeuronId(b, i) for b in range(BATCHES) for i in range(BATCH)]
+    with ExplanationStore(path) as store:
+        done = store.get(*key, everything)
+        assert done == {n: f"batch {n.layer} neuron {n.index}" for n in everything[:3 * BATCH]}
+        assert store.count(*key) == 3 * BATCH
+        assert store.missing(*key, everything) == everything[3 * BATCH:]
+        store.put(*key, {n: "resumed" for n in store.missing(*key, everything)})
+        assert store.missing(*key, everything) == [] and store.count(*key) == len(everything)
+
+
+# -- neuron-explainer imports --------------------------------------------------------------------
+
+def _scored_explanation(text: str, score: float | None) -> dict:
+    """A ScoredExplanation as neuron-explainer's fast_dataclasses serializes it."""
+    sequence = {"dataclass_name": "SequenceSimulation", "tokens": [" the", " cat", " sat"],
+                "expected_activations": [0.1, 3.2, 0.0], "activation_scale": "neuron_activations",
+                "distribution_values": [[0, 1], [2, 4], [0]],
+                "distribution_probabilities": [[0.9, 0.1], [0.5, 0.5], [1.0]], "uncalibrated_simulation": None}
+    return {"dataclass_name": "ScoredExplanation", "explanation": text,
+            "scored_simulation": {"dataclass_name": "ScoredSimulation",
+                                  "scored_sequence_simulations": [
+                                      {"dataclass_name": "ScoredSequenceSimulation", "simulation": sequence,
+                                       "true_activations": [0.0, 2.7, -0.1], "ev_correlation_score": 0.8,
+                                       "rsquared_score": 0.5, "absolute_dev_explained_score": 0.3}],
+                                  "ev_correlation_score": score, "rsquared_score": None,
+                                  "absolute_dev_explained_score": None}}
+
+
+def _results(layer: int, neuron: int, *explanations: tuple[str, float | None]) -> str:
+    """One NeuronSimulationResults line."""
+    return json.dumps({"dataclass_name": "NeuronSimulationResults",
+                       "neuron_id": {"dataclass_name": "NeuronId", "layer_index": layer,
+                                     "neuron_index": neuron},
+                       "scored_explanations": [_scored_explanation(t, s) for t, s in explanations]})
+
+
+def test_import_jsonl_keeps_the_best_scored_explanation(store, tmp_path):
+    file = tmp_path / "explanations.jsonl"
+    file.write_text("\n".join([
+        _results(0, 7, (" the word 'cat'", 0.12), (" animals and pets", 0.64), (" nouns", 0.31)),
+        _results(3, 1, (" undefined", math.nan), (" closing brackets", -0.05)),  # scored beats NaN
+        _results(5, 2, (" only unscored", None)),
+        "",
+        _results(0, 7, (" a worse second opinion", 0.2)),  # a later line does not win with a lower score
+    ]) + "\n")
+    neurons = [NeuronId(0, 7), NeuronId(3, 1), NeuronId(5, 2)]
+    assert store.import_jsonl(file, *KEY) == 3
+    assert store.get(*KEY, neurons) == {NeuronId(0, 7): "animals and pets", NeuronId(3, 1): "closing brackets",
+                                        NeuronId(5, 2): "only unscored"}
+    assert store.scores(*KEY, neurons) == {NeuronId(0, 7): 0.64, NeuronId(3, 1): -0.05}
+    db = sqlite3.connect(store.path)
+    assert {r[0] for r in db.execute("SELECT source FROM explanations")} == {f"import:{file}"}
+    db.close()
+
+
+def test_import_folder_layout(store, tmp_path):
+    folder = tmp_path / "explanations"
+    for layer, neuron, best in [(0, 0, " dates"), (0, 12, " the letter q"), (10, 3, " French words")]:
+        (folder / str(layer)).mkdir(parents=True, exist_ok=True)
+        line = _results(layer, neuron, (best, 0.5), (" so-so", 0.1))
+        (folder / str(layer) / f"{neuron}.jsonl").write_text(line)
+    (folder / "0" / "notes.jsonl").write_text("not a neuron file\n")  # ignored: not {layer}/{neuron}.jsonl
+    assert store.import_jsonl(folder, *KEY) == 3
+    assert store.get(*KEY, [NeuronId(0, 0), NeuronId(0, 12), NeuronId(10, 3)]) == {
+        NeuronId(0, 0): "dates", NeuronId(0, 12): "the letter q", NeuronId(10, 3): "French words"}
+
+    (folder / "10" / "4.jsonl").write_text(_results(10, 5, (" misplaced", 0.9)))
+    with pytest.raises(UsageError) as e:
+        store.import_jsonl(folder, *KEY)
+    assert f"{folder / '10' / '4.jsonl'}:1:" in _one_line_usage_error(e)
+
+
+@pytest.mark.parametrize("bad_line, why", [
+    ('{"neuron_id": {"layer_index": 0, "neuron_index": 1}, "scored_explanations": [', "not JSON"),
+    ('{"scored_explanations": []}', "neuron_id"),
+    (json.dumps({"neuron_id": {"layer_index": 0, "neuron_index": 1},
+                 "scored_explanations": [{"explanation": "x"}]}), "scored_simulation"),
+    ('["a list"]', "NeuronSimulationResults"),
+])
+def test_malformed_import_names_file_and_line(store, tmp_path, bad_line, why):
+    file = tmp_path / "broken.jsonl"
+    file.write_text("\n".join([_results(0, 0, (" fine", 0.4)), _results(0, 1, (" ok", 0.4)), bad_line]) + "\n")
+    with pytest.raises(UsageError) as e:
+        store.import_jsonl(file, *KEY)
+    message = _one_line_usage_error(e)
+    assert message.startswith(f"{file}:3: ") and why in message
+    assert store.count(*KEY) == 0  # all or nothing
+
+
+def test_unreadable_import_path(store, tmp_path):
+    with pytest.raises(UsageError) as e:
+        store.import_jsonl(tmp_path / "nope.jsonl", *KEY)
+    assert "nope.jsonl" in _one_line_usage_error(e)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError) as e:
+        store.import_jsonl(tmp_path / "empty", *KEY)
+    assert "no neuron-explainer files" in _one_line_usage_error(e)
+    (tmp_path / "latin1.jsonl").write_bytes(b"\xff\xfe caf\xe9\n")
+    with pytest.raises(UsageError) as e:
+        store.import_jsonl(tmp_path / "latin1.jsonl", *KEY)
+    assert "cannot read explanations" in _one_line_usage_error(e)
