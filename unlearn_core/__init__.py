@@ -5,10 +5,20 @@ from .config import PRESETS, BenchConfig
 from .corpora import CorpusSpec
 from .errors import UsageError
 from .hookspecs import hookimpl
-from .interfaces import Architecture, MethodSpec, NeuronSite, PruneContext, Pruner, Scorer
+from .interfaces import (
+    Architecture,
+    CommandSpec,
+    ComponentSpec,
+    MethodSpec,
+    NeuronSite,
+    PruneContext,
+    Pruner,
+    Scorer,
+)
 from .plugins import load_plugins
 
 __all__ = [
-    "Architecture", "BenchConfig", "CorpusSpec", "MethodSpec", "NeuronSite", "PRESETS",
-    "PruneContext", "Pruner", "Scorer", "UsageError", "hookimpl", "load_plugins", "run_bench",
+    "Architecture", "BenchConfig", "CommandSpec", "ComponentSpec", "CorpusSpec", "MethodSpec",
+    "NeuronSite", "PRESETS", "PruneContext", "Pruner", "Scorer", "UsageError", "hookimpl",
+    "load_plugins", "run_bench",
 ]

@@ -63,6 +63,8 @@ def plan(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
             err = e.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
             raise UsageError(f"bad option {name}.{where}: {err['msg']}") from None
+        if spec.check is not None:
+            spec.check(options, registry.components)
         info = registry.plugin_of("methods", name)
         planned.append(PlannedMethod(spec, options, {"name": info.name, "package": info.package,
                                                      "version": info.version}))
@@ -138,9 +140,14 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
         for step in range(len(record.steps), config.steps + 1):
             t = time.perf_counter()
             ctx = PruneContext(loaded.model, site, windows["forget"].stats, windows["retain"].stats,
-                               pruned, step, config.seed, config.batch_size, progress)
+                               pruned, step, config.seed, config.batch_size, progress,
+                               tokenizer=loaded.tokenizer, model_fingerprint=model_identity["fingerprint"],
+                               forget_spec=config.forget, retain_spec=config.retain,
+                               components=registry.components)
             scores = scorer.score(ctx)
             pruned = pruner.prune(ctx, scores, per_step)
+            if hasattr(scorer, "info"):
+                record.method_info = scorer.info()
             forget, retain = evaluate(f"{method.spec.name} step {step}")
             n = int(pruned.sum())
             record.steps.append(StepRecord(step=step, pruned=n, pruned_fraction=n / total,

@@ -33,7 +33,7 @@ def _option(text: str) -> tuple[str, str, object]:
     return method, key, value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog="unlearn", description="Compare unlearning-by-pruning methods on one harness.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
@@ -63,15 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("ls", help="list what is available")
-    ls.add_argument("what", nargs="?", default="all",
-                    choices=["all", "methods", "corpora", "architectures", "models", "presets"])
+    ls.add_argument("what", nargs="?", default="all", choices=["all", *_SECTIONS])
+    for spec in (commands or {}).values():  # subcommands that plugins register
+        spec.configure(sub.add_parser(spec.name, help=spec.help))
     return p
+
+
+_SECTIONS = ["methods", "corpora", "architectures", "models", "presets", "explainers", "embedders"]
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        return {"bench": _bench, "plugins": _plugins, "ls": _ls}[args.command](args)
+        from .plugins import load_plugins
+
+        registry = load_plugins()
+        args = build_parser(registry.commands).parse_args(argv)
+        builtin = {"bench": _bench, "plugins": _plugins, "ls": _ls}
+        if args.command in builtin:
+            return builtin[args.command](args)
+        return registry.commands[args.command].run(args)
     except UsageError as e:
         print(f"unlearn: error: {e}", file=sys.stderr)
         return 2
@@ -144,6 +154,8 @@ def _ls(args) -> int:
                           + ", ".join(a.sites) for n, a in registry.architectures.items()},
         "models": {n: d for n, (d, _) in EMBEDDED_MODELS.items()},
         "presets": {n: ", ".join(f"{k}={v}" for k, v in p.items()) for n, p in PRESETS.items()},
+        "explainers": {n: c.description for n, c in registry.explainers.items()},
+        "embedders": {n: c.description for n, c in registry.embedders.items()},
     }
     for name, entries in sections.items():
         if args.what not in ("all", name):

@@ -24,3 +24,18 @@ def register_corpora(register):
 @hookspec
 def register_architectures(register):
     """Register architecture adapters: register(Architecture(...))."""
+
+
+@hookspec
+def register_explainers(register):
+    """Register neuron explainers (LLM backends for SNIP): register(ComponentSpec(...))."""
+
+
+@hookspec
+def register_embedders(register):
+    """Register sentence embedders: register(ComponentSpec(...))."""
+
+
+@hookspec
+def register_commands(register):
+    """Register CLI subcommands: register(CommandSpec(...))."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -73,7 +73,11 @@ class PruneContext:
     seed: int
     batch_size: int = 8
     progress: bool = False
-    cache: dict = field(default_factory=dict)
+    tokenizer: Any = None
+    model_fingerprint: str = ""
+    forget_spec: str = ""  # e.g. 'python', as given to --forget
+    retain_spec: str = ""
+    components: Mapping[str, Mapping[str, ComponentSpec]] = field(default_factory=dict)
 
     def generator(self) -> torch.Generator:
         """A generator seeded by (seed, step): the same seed gives the same draws."""
@@ -106,6 +110,26 @@ class Pruner(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A swappable part a method uses (an explainer, an embedder): `build(**options)` makes one."""
+
+    name: str
+    description: str
+    build: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """An `unlearn NAME` subcommand: `configure` adds arguments to an argparse parser, `run(args)`
+    returns the exit status (raise UsageError for bad input)."""
+
+    name: str
+    help: str
+    configure: Callable[[Any], None]
+    run: Callable[[Any], int]
+
+
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -123,3 +147,5 @@ class MethodSpec:
     scorer: Callable[[BaseModel], Scorer]
     options: type[BaseModel] = NoOptions
     pruner: Callable[[BaseModel], Pruner] | None = None  # None: global top-k
+    # Cross-checks of options against what is installed, e.g. {kind: names}; before any model loads.
+    check: Callable[[BaseModel, Mapping[str, Mapping[str, ComponentSpec]]], None] | None = None

@@ -16,7 +16,7 @@ import pluggy
 from . import builtins, hookspecs
 from .corpora import CorpusSpec
 from .errors import UsageError, unknown
-from .interfaces import Architecture, MethodSpec
+from .interfaces import Architecture, CommandSpec, ComponentSpec, MethodSpec
 
 ENV_VAR = "UNLEARN_PLUGINS"
 GROUP = "unlearn"
@@ -39,6 +39,9 @@ class Registry:
     methods: dict = field(default_factory=dict)
     corpora: dict = field(default_factory=dict)
     architectures: dict = field(default_factory=dict)
+    explainers: dict = field(default_factory=dict)
+    embedders: dict = field(default_factory=dict)
+    commands: dict = field(default_factory=dict)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> plugin
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # plugin -> one-line reason
@@ -51,10 +54,17 @@ class Registry:
     def plugin_of(self, kind: str, name: str) -> PluginInfo:
         return self.plugins[self.owner[(kind, name)]]
 
+    @property
+    def components(self) -> dict[str, dict[str, ComponentSpec]]:
+        """The swappable parts methods build by name."""
+        return {"explainers": self.explainers, "embedders": self.embedders}
+
 
 _KINDS = {"register_methods": "methods", "register_corpora": "corpora",
-          "register_architectures": "architectures"}
-_TYPES = {"methods": MethodSpec, "corpora": CorpusSpec, "architectures": Architecture}
+          "register_architectures": "architectures", "register_explainers": "explainers",
+          "register_embedders": "embedders", "register_commands": "commands"}
+_TYPES = {"methods": MethodSpec, "corpora": CorpusSpec, "architectures": Architecture,
+          "explainers": ComponentSpec, "embedders": ComponentSpec, "commands": CommandSpec}
 
 
 def _selected(names: list[str], only: str | None) -> list[str]:

@@ -33,6 +33,7 @@ class RunRecord(BaseModel):
     method: str
     plugin: dict[str, str]  # name, package, version of the plugin that registered the method
     options: dict[str, Any]  # the method's validated options
+    method_info: dict[str, Any] = Field(default_factory=dict)  # what the method reports (scorer.info())
     config: dict[str, Any]  # the full bench configuration
     model: dict[str, Any]
     site: dict[str, Any]

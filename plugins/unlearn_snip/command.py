@@ -1,0 +1,97 @@
+"""`unlearn explain`: build (or import into) the explanation store without running a bench.
+
+    unlearn explain --explainer tokens                        # every SmolLM2 neuron, offline
+    unlearn explain --explainer local --max-neurons 200       # the embedded chat model
+    unlearn explain --import explanations.jsonl --explainer openai   # published neuron-explainer files
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from unlearn_core.errors import UsageError
+from unlearn_core.interfaces import CommandSpec, PruneContext
+
+from .method import DEFAULT_STORE, ExplainedNeurons, ExplanationOptions, check_components, explainer_key
+from .types import PROMPT_VERSION
+
+
+def configure(p) -> None:
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--site", default="mlp")
+    p.add_argument("--explainer", default="tokens", help="see `unlearn ls explainers`")
+    p.add_argument("-O", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an explainer option, e.g. model=gpt-4o; repeatable")
+    p.add_argument("--forget", default="python", help="probe corpus (and the corpus for concepts)")
+    p.add_argument("--retain", default="shakespeare", help="second probe corpus")
+    p.add_argument("--tokens", type=int, default=8192, help="probe tokens per corpus")
+    p.add_argument("--max-neurons", type=int, help="explain only this many candidates")
+    p.add_argument("--store", default=str(DEFAULT_STORE))
+    p.add_argument("--import", dest="import_path", metavar="PATH",
+                   help="import neuron-explainer JSONL (a file, or a folder of LAYER/NEURON.jsonl)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+
+
+def _options(pairs: list[str]) -> dict:
+    out = {}
+    for text in pairs:
+        key, eq, raw = text.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--option expects KEY=VALUE, got '{text}'")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def run(args) -> int:
+    from pydantic import ValidationError
+
+    from unlearn_core.adapters import resolve_site
+    from unlearn_core.corpora import build_windows
+    from unlearn_core.models import check_model_spec, load_model
+    from unlearn_core.plugins import load_plugins
+
+    registry = load_plugins()
+    try:
+        options = ExplanationOptions(explainer=args.explainer, explainer_options=_options(args.option),
+                                     store=args.store, max_neurons=args.max_neurons)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UsageError(f"bad value for --{err['loc'][0]}: {err['msg']}") from None
+    check_components(options, registry.components)
+    check_model_spec(args.model)
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    loaded = load_model(args.model, progress=not args.quiet)
+    site = resolve_site(loaded.model, args.site, registry.architectures)
+    fp = loaded.identity()["fingerprint"]
+    if args.import_path:
+        from .store import ExplanationStore
+
+        key = explainer_key(options.explainer, options.explainer_options)
+        with ExplanationStore(options.store) as store:
+            n = store.import_jsonl(args.import_path, fp, site.name, key, PROMPT_VERSION)
+        print(f"imported {n} explanations into {options.store} (model {fp}, explainer {key})")
+        return 0
+    windows = [build_windows(spec, registry.corpora, loaded.tokenizer, args.tokens, 1, 256, args.seed).stats
+               for spec in (args.forget, args.retain)]
+    ctx = PruneContext(loaded.model, site, windows[0], windows[1], torch.zeros(site.shape, dtype=torch.bool),
+                       step=1, seed=args.seed, progress=not args.quiet, tokenizer=loaded.tokenizer,
+                       model_fingerprint=fp, forget_spec=args.forget, retain_spec=args.retain,
+                       components=registry.components)
+    pipeline = ExplainedNeurons(options)
+    pipeline.explanations(ctx)
+    info = pipeline.info()
+    log(f"concepts of {args.forget}: {', '.join(info['concepts'])}")
+    print(f"{info['explained']} explanations in {info['store']} ({info['reused_from_store']} reused), "
+          f"model {fp}, explainer {info['explainer_key']}")
+    return 0
+
+
+EXPLAIN = CommandSpec("explain", "build the SNIP explanation store (or import published explanations)",
+                      configure, run)

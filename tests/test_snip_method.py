@@ -1,0 +1,138 @@
+"""SNIP and the explanation baselines on tiny models, with a real store and the real embedder."""
+
+import pytest
+import torch
+from tiny import tiny_model, tiny_tokenizer
+
+from unlearn_core import BenchConfig, ComponentSpec, run_bench
+from unlearn_core.adapters import BUILTIN_ARCHITECTURES, resolve_site
+from unlearn_core.interfaces import PruneContext
+from unlearn_core.models import fingerprint
+from unlearn_core.plugins import load_plugins
+from unlearn_core.pruning import GlobalTopK
+from unlearn_snip.activations import top_activations
+from unlearn_snip.explainers import TokensExplainer
+from unlearn_snip.method import KeywordOptions, KeywordScorer, SnipOptions, SnipScorer
+from unlearn_snip.store import ExplanationStore
+from unlearn_snip.types import PROMPT_VERSION, ActivationRecord, NeuronId, NeuronRecords
+
+ARCHS = {a.name: a for a in BUILTIN_ARCHITECTURES}
+CODE = ["Python function definitions and their return statements",
+        "indented blocks of Python source code",
+        "the def keyword that starts a Python function",
+        "imports of Python modules", "calls of Python methods on self"]
+OTHER = ["rainy weather in late autumn", "names of European rivers", "feelings of sadness",
+         "colours of flowers in spring", "prices of vegetables at a market"]
+
+
+def _ctx(model, store_path=None):
+    site = resolve_site(model, "mlp", ARCHS)
+    g = torch.Generator().manual_seed(0)
+    windows = lambda: torch.randint(0, 256, (4, 64), generator=g)  # noqa: E731
+    return PruneContext(model, site, windows(), windows(), torch.zeros(site.shape, dtype=torch.bool),
+                        step=1, seed=0, tokenizer=tiny_tokenizer(), model_fingerprint=fingerprint(model),
+                        forget_spec="python", retain_spec="shakespeare",
+                        components=load_plugins().components)
+
+
+def test_snip_prunes_the_neurons_its_scores_rank_highest(tmp_path):
+    model = tiny_model("llama")
+    ctx = _ctx(model)
+    neurons = [NeuronId(layer, i) for layer in range(2) for i in range(48)]
+    code_neurons = {NeuronId(0, 3), NeuronId(0, 40), NeuronId(1, 7), NeuronId(1, 11), NeuronId(1, 47)}
+    texts, other = {}, iter(OTHER * 20)
+    for n in neurons:
+        texts[n] = CODE[len([c for c in code_neurons if c < n]) % 5] if n in code_neurons else next(other)
+    store = tmp_path / "e.sqlite"
+    with ExplanationStore(store) as s:
+        s.put(ctx.model_fingerprint, "mlp", "tokens", PROMPT_VERSION, texts)
+    scorer = SnipScorer(SnipOptions(store=str(store), concepts=["Python programming", "source code"]))
+    scores = scorer.score(ctx)
+    assert scores.shape == (2, 48) and torch.isfinite(scores).all()
+    ranked = torch.sort(scores.flatten(), descending=True, stable=True).indices[:5]
+    assert {NeuronId(int(i) // 48, int(i) % 48) for i in ranked} == code_neurons
+    mask = GlobalTopK().prune(ctx, scores, 5)
+    assert {NeuronId(int(a), int(b)) for a, b in mask.nonzero()} == code_neurons
+    info = scorer.info()
+    assert info["explained"] == 96 and info["reused_from_store"] == 96
+    assert info["concepts"] == ["Python programming", "source code"]
+
+
+def test_activation_records_keep_the_strongest_windows():
+    model = tiny_model("gpt2")
+    site = resolve_site(model, "mlp", ARCHS)
+    windows = torch.randint(0, 256, (11, 16), generator=torch.Generator().manual_seed(2))
+    top = top_activations(model, site, windows, k=3, batch_size=4)
+    acts = []
+    handles = [site.register_hook(i, lambda a, i=i: acts.append((i, a.detach().clone())))
+               for i in range(site.n_layers)]
+    with torch.no_grad():
+        model(windows)
+    for h in handles:
+        h.remove()
+    for layer, a in acts:  # a: [W, T, N]
+        per_window = a.amax(1)  # [W, N]
+        best = per_window.topk(3, dim=0).values.T  # [N, 3]
+        torch.testing.assert_close(top.values[layer], best)
+        chosen = top.index[layer]  # [N, 3]
+        expected = a.permute(2, 0, 1).gather(1, chosen[..., None].expand(-1, -1, 16))
+        torch.testing.assert_close(top.acts[layer].float(), expected, atol=2e-3, rtol=2e-3)
+
+
+def test_tokens_explainer_is_deterministic_and_names_top_tokens():
+    rec = NeuronRecords(NeuronId(0, 0), [
+        ActivationRecord(["def", " f", "(", "x"], [9.0, 1.0, 0.0, -1.0]),
+        ActivationRecord([" return", " x"], [5.0, 0.5]),
+    ])
+    explainer = TokensExplainer(top=3)
+    assert explainer.explain([rec]) == ["the tokens 'def', 'return', 'f'"]
+    assert explainer.explain([rec]) == explainer.explain([rec])
+    assert explainer.concepts(["def f(x): return x", "def g(y): return y"], 2) == ["def", "return"]
+    assert explainer.rate(["the tokens 'def', 'return'"], "python def return") == [pytest.approx(6.667)]
+
+
+class FlakyExplainer(TokensExplainer):
+    """Fails on its second batch, like a run stopped half way."""
+
+    calls: list[int] = []
+
+    def explain(self, neurons):
+        FlakyExplainer.calls.append(len(neurons))
+        if len(FlakyExplainer.calls) == 2:
+            raise KeyboardInterrupt
+        return super().explain(neurons)
+
+
+def test_interrupted_explaining_resumes_without_redoing_finished_neurons(tmp_path):
+    model = tiny_model("llama")
+    ctx = _ctx(model)
+    ctx.components = dict(ctx.components, explainers={
+        "flaky": ComponentSpec("flaky", "test", lambda **o: FlakyExplainer())})
+    options = KeywordOptions(explainer="flaky", store=str(tmp_path / "e.sqlite"), batch=40)
+    with pytest.raises(KeyboardInterrupt):
+        KeywordScorer(options).score(ctx)
+    assert FlakyExplainer.calls == [40, 40]
+    with ExplanationStore(tmp_path / "e.sqlite") as s:
+        assert s.count(ctx.model_fingerprint, "mlp", "flaky", PROMPT_VERSION) == 40
+    scorer = KeywordScorer(options)
+    scorer.score(ctx)
+    assert FlakyExplainer.calls[2:] == [40, 16]  # only the 56 unfinished neurons
+    assert scorer.info()["reused_from_store"] == 40 and scorer.info()["explained"] == 96
+
+
+def test_bench_runs_snip_and_baselines_and_reuses_explanations(tiny_folder, text_corpora, tmp_path):
+    forget, retain = text_corpora
+    store = str(tmp_path / "e.sqlite")
+    opts = {"store": store, "concepts": ["def return function"]}
+    config = BenchConfig(methods=["snip", "keyword", "llm-scored"], model=str(tiny_folder),
+                         forget=forget, retain=retain, preset="smoke", steps=2, fraction=0.1,
+                         tokens=512, eval_tokens=256, window=64,
+                         options={"snip": opts, "keyword": {**opts, "keywords": ["def"]},
+                                  "llm-scored": opts})
+    records = run_bench(config, progress=False, log=lambda m: None)
+    assert [r.method for r in records] == ["snip", "keyword", "llm-scored"]
+    for r in records:
+        assert r.complete and [s.pruned for s in r.steps] == [0, 10, 20]
+        assert r.method_info["explainer"] == "tokens" and r.method_info["explained"] == 96
+    assert records[0].method_info["reused_from_store"] == 0
+    assert records[1].method_info["reused_from_store"] == 96  # same model, same explainer
