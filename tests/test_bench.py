@@ -71,6 +71,12 @@ def test_interrupted_run_resumes_to_the_same_numbers(tiny_folder, text_corpora, 
     assert [r.pruned_neurons for r in resumed] == [r.pruned_neurons for r in full]
 
 
+def test_count_deletes_that_many_neurons_per_step(tiny_folder, text_corpora):
+    records = run_bench(_config(tiny_folder, text_corpora, methods=["random"], count=7, steps=2),
+                        progress=False, log=lambda m: None)
+    assert [s.pruned for s in records[0].steps] == [0, 7, 14]
+
+
 def test_cli_bench_prints_table(tiny_folder, text_corpora, tmp_path, capsys):
     forget, retain = text_corpora
     code = main(["bench", "--method", "selective,random", "--model", str(tiny_folder),

@@ -36,6 +36,12 @@ def _err(capsys, argv):
     (["bench", "--method", "random", "--model", "/no/such/model.gguf"], "does not exist"),
     (["bench", "--method", "random", "--model", "./no/such/folder"], "neither a model folder"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["bench", "--method", "selective", "--count", "0"], "--count must be at least 1"),
+    (["bench", "--method", "snip", "-O", "snip.explainer=tokns"], "unknown explainer 'tokns' (did you mean"),
+    (["bench", "--method", "snip", "-O", "snip.embedder=bert"], "unknown embedder 'bert'"),
+    (["bench", "--method", "snip", "-O", 'snip.explainer_options={"tpo": 3}'],
+     "bad options for explainer 'tokens'"),
+    (["explain", "--explainer", "gpt"], "unknown explainer 'gpt'"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, argv, message):
     code, err = _err(capsys, argv)
@@ -93,3 +99,13 @@ def test_ls_and_plugins_json(capsys):
     assert names["selective"]["registered"] == {"methods": ["selective"]}
     assert names["baselines"]["registered"] == {"methods": ["random"]}
     assert "python" in names["unlearn_core"]["registered"]["corpora"]
+
+
+def test_missing_openai_key_fails_before_loading_anything(capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    code, err = _err(capsys, ["bench", "--method", "snip", "-O", "snip.explainer=openai"])
+    assert code == 2 and "no OpenAI API key" in err and "\n" not in err
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    code, err = _err(capsys, ["bench", "--method", "snip", "-O", "snip.embedder=openai",
+                              "-O", 'snip.embedder_options={"modl": "x"}'])
+    assert code == 2 and "bad options for embedder 'openai'" in err and "sk-test-secret" not in err

@@ -100,7 +100,9 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
             f"{windows[role].eval.numel()} evaluation tokens")
     original = snapshot(site)
     total = site.n_layers * site.n_neurons
-    per_step = max(1, round(config.fraction * total))
+    per_step = config.count or max(1, round(config.fraction * total))
+    if per_step * config.steps > total:
+        raise UsageError(f"--steps {config.steps} x {per_step} neurons is more than the site's {total}")
 
     def evaluate(desc: str) -> tuple[TokenMetrics, TokenMetrics]:
         return tuple(evaluate_tokens(loaded.model, windows[r].eval, config.batch_size,

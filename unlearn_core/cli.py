@@ -47,6 +47,7 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     b.add_argument("--preset", default="cpu", help=f"one of {', '.join(PRESETS)} (default: cpu)")
     b.add_argument("--steps", type=int, help="pruning steps")
     b.add_argument("--fraction", type=float, help="share of the site's neurons deleted per step")
+    b.add_argument("--count", type=int, help="neurons deleted per step (instead of --fraction)")
     b.add_argument("--tokens", type=int, help="statistics tokens per corpus")
     b.add_argument("--eval-tokens", type=int, help="held-out evaluation tokens per corpus")
     b.add_argument("--window", type=int, help="tokens per window")
@@ -104,7 +105,8 @@ def _bench(args) -> int:
         options.setdefault(method, {})[key] = value
     fields = dict(methods=[m.strip() for m in args.method.split(",") if m.strip()],
                   model=args.model, forget=args.forget, retain=args.retain, site=args.site,
-                  preset=args.preset, steps=args.steps, fraction=args.fraction, tokens=args.tokens,
+                  preset=args.preset, steps=args.steps, fraction=args.fraction, count=args.count,
+                  tokens=args.tokens,
                   eval_tokens=args.eval_tokens, window=args.window, batch_size=args.batch_size,
                   seed=args.seed, device=args.device, options=options)
     try:

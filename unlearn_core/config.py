@@ -32,6 +32,7 @@ class BenchConfig(BaseModel):
     preset: str = "cpu"
     steps: int | None = None
     fraction: float | None = None  # of the site's neurons, deleted per step
+    count: int | None = None  # neurons deleted per step; overrides fraction
     tokens: int | None = None  # statistics tokens per corpus
     eval_tokens: int | None = None  # held-out evaluation tokens per corpus
     window: int | None = None  # tokens per window
@@ -64,6 +65,8 @@ class BenchConfig(BaseModel):
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.window < 2:
             raise UsageError("--window must be at least 2 tokens")
+        if self.count is not None and self.count < 1:
+            raise UsageError(f"--count must be at least 1, got {self.count}")
         if len(set(self.methods)) != len(self.methods):
             raise UsageError(f"a method is named twice in --method {','.join(self.methods)}")
         return self

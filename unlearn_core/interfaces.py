@@ -117,6 +117,7 @@ class ComponentSpec:
     name: str
     description: str
     build: Callable[..., Any]
+    check: Callable[..., None] | None = None  # check(**options): cheap validation before models load
 
 
 @dataclass(frozen=True)

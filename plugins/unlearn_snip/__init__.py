@@ -42,30 +42,31 @@ def _openai_embedder(**options):
     return OpenAIEmbedder(**options)
 
 
-def _tokens(**options):
-    from .explainers import TokensExplainer
+def _check_openai(class_name: str, kind: str):
+    """Constructing an OpenAI client is cheap and checks key and settings: do it before models load."""
 
-    return TokensExplainer(**options)
+    def check(**options) -> None:
+        from . import openai_backend
+        from .method import accepts
 
+        cls = getattr(openai_backend, class_name)
+        accepts(cls, kind, "openai")(**options)
+        cls(**options)
 
-def _local(**options):
-    from .explainers import LocalExplainer
-
-    return LocalExplainer(**options)
-
-
-def _sentence_transformers(**options):
-    from .explainers import SentenceTransformerEmbedder
-
-    return SentenceTransformerEmbedder(**options)
+    return check
 
 
 @hookimpl
 def register_explainers(register):
-    register(ComponentSpec("tokens", "no LLM: a neuron's strongest tokens (deterministic)", _tokens))
-    register(ComponentSpec("local", "a transformers chat model, default the embedded SmolLM2", _local))
-    register(ComponentSpec("openai", "any OpenAI-compatible chat endpoint (OPENAI_API_KEY, "
-                                     "OPENAI_BASE_URL)", _openai_explainer))
+    from .explainers import LocalExplainer, TokensExplainer
+    from .method import accepts
+
+    register(ComponentSpec("tokens", "no LLM: a neuron's strongest tokens (deterministic)",
+                           TokensExplainer, accepts(TokensExplainer, "explainer", "tokens")))
+    register(ComponentSpec("local", "a transformers chat model, default the embedded SmolLM2",
+                           LocalExplainer, accepts(LocalExplainer, "explainer", "local")))
+    register(ComponentSpec("openai", "any OpenAI-compatible chat endpoint (OPENAI_API_KEY, OPENAI_BASE_URL)",
+                           _openai_explainer, _check_openai("OpenAIExplainer", "explainer")))
 
 
 @hookimpl
@@ -77,6 +78,11 @@ def register_commands(register):
 
 @hookimpl
 def register_embedders(register):
+    from .explainers import SentenceTransformerEmbedder
+    from .method import accepts
+
     register(ComponentSpec("sentence-transformers", "all-MiniLM-L6-v2 from its wheel (offline)",
-                           _sentence_transformers))
-    register(ComponentSpec("openai", "OpenAI embeddings, text-embedding-3-small", _openai_embedder))
+                           SentenceTransformerEmbedder,
+                           accepts(SentenceTransformerEmbedder, "embedder", "sentence-transformers")))
+    register(ComponentSpec("openai", "OpenAI embeddings, text-embedding-3-small", _openai_embedder,
+                           _check_openai("OpenAIEmbedder", "embedder")))

@@ -74,12 +74,30 @@ class KeywordOptions(ExplanationOptions):
 
 
 def check_components(options: BaseModel, components) -> None:
-    """Unknown explainer or embedder names fail before any model loads."""
-    if options.explainer not in components.get("explainers", {}):
-        raise unknown("explainer", options.explainer, components.get("explainers", {}))
-    embedder = getattr(options, "embedder", None)
-    if embedder is not None and embedder not in components.get("embedders", {}):
-        raise unknown("embedder", embedder, components.get("embedders", {}))
+    """Unknown explainer or embedder names, bad options or a missing key fail before models load."""
+    chosen = [("explainer", "explainers", options.explainer, options.explainer_options)]
+    if hasattr(options, "embedder"):
+        chosen.append(("embedder", "embedders", options.embedder, options.embedder_options))
+    for kind, table, name, kwargs in chosen:
+        specs = components.get(table, {})
+        if name not in specs:
+            raise unknown(kind, name, specs)
+        if specs[name].check is not None:
+            specs[name].check(**kwargs)
+
+
+def accepts(factory, kind: str, name: str):
+    """A check that `factory` takes the given options, without calling it (it may load a model)."""
+    import inspect
+
+    def check(**options) -> None:
+        try:
+            inspect.signature(factory).bind(**options)
+        except TypeError as e:
+            params = ", ".join(p for p in inspect.signature(factory).parameters if p != "self")
+            raise UsageError(f"bad options for {kind} '{name}': {e}; it takes: {params}") from None
+
+    return check
 
 
 def explainer_key(name: str, options: dict[str, Any]) -> str:
