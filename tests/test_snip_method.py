@@ -136,3 +136,31 @@ def test_bench_runs_snip_and_baselines_and_reuses_explanations(tiny_folder, text
         assert r.method_info["explainer"] == "tokens" and r.method_info["explained"] == 96
     assert records[0].method_info["reused_from_store"] == 0
     assert records[1].method_info["reused_from_store"] == 96  # same model, same explainer
+
+
+def test_explain_command_builds_reuses_and_imports(tiny_folder, text_corpora, tmp_path, capsys):
+    import json
+    import sqlite3
+
+    from unlearn_core.cli import main
+
+    forget, retain = text_corpora
+    store = tmp_path / "e.sqlite"
+    argv = ["explain", "--model", str(tiny_folder), "--forget", forget, "--retain", retain,
+            "--tokens", "512", "--store", str(store), "--quiet"]
+    assert main(argv) == 0
+    assert "96 explanations" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "(96 reused)" in capsys.readouterr().out
+    published = tmp_path / "published.jsonl"
+    published.write_text(json.dumps({
+        "dataclass_name": "NeuronSimulationResults",
+        "neuron_id": {"dataclass_name": "NeuronId", "layer_index": 1, "neuron_index": 5},
+        "scored_explanations": [{"dataclass_name": "ScoredExplanation", "explanation": " commas",
+                                 "scored_simulation": {"ev_correlation_score": 0.4}}]}) + "\n")
+    assert main(["explain", "--model", str(tiny_folder), "--import", str(published),
+                 "--explainer", "openai", "--store", str(store), "--quiet"]) == 0
+    assert "imported 1 explanations" in capsys.readouterr().out
+    fp = sqlite3.connect(store).execute("select distinct model_fingerprint from explanations").fetchone()[0]
+    with ExplanationStore(store) as s:
+        assert s.get(fp, "mlp", "openai", PROMPT_VERSION, [NeuronId(1, 5)]) == {NeuronId(1, 5): "commas"}

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from unlearn_core.errors import UsageError
+from unlearn_core.errors import UsageError, unknown
 from unlearn_core.interfaces import CommandSpec, PruneContext
 
 from .method import DEFAULT_STORE, ExplainedNeurons, ExplanationOptions, check_components, explainer_key
@@ -64,7 +64,11 @@ def run(args) -> int:
     except ValidationError as e:
         err = e.errors()[0]
         raise UsageError(f"bad value for --{err['loc'][0]}: {err['msg']}") from None
-    check_components(options, registry.components)
+    if args.import_path:  # the explainer only labels imported explanations: no key needed
+        if options.explainer not in registry.explainers:
+            raise unknown("explainer", options.explainer, registry.explainers)
+    else:
+        check_components(options, registry.components)
     check_model_spec(args.model)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     loaded = load_model(args.model, progress=not args.quiet)

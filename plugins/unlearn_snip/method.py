@@ -60,7 +60,8 @@ class ExplanationOptions(BaseModel):
     max_neurons: int | None = Field(None, ge=1, description="explain only this many candidates")
     concepts: list[str] | None = None  # given concepts: no explainer call
     n_concepts: int = Field(20, ge=1)
-    samples: int = Field(20, ge=1, description="forget texts shown when asking for concepts")
+    samples: int = Field(64, ge=1, description="forget windows handed to the explainer for concepts "
+                                                "(LLM prompts show the first 20)")
     batch: int = Field(256, ge=1, description="neurons explained between two store commits")
 
 

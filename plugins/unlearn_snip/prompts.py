@@ -151,8 +151,11 @@ def clean_explanation(text: str) -> str:
 
 # ---- concepts of a dataset --------------------------------------------------------------------
 
-def concepts_messages(samples: Sequence[str], n: int, max_chars: int = 1000) -> list[Message]:
-    """Ask which concepts a model needs to understand or generate texts like `samples`."""
+def concepts_messages(samples: Sequence[str], n: int, max_chars: int = 1000,
+                      max_samples: int = 20) -> list[Message]:
+    """Ask which concepts a model needs to understand or generate texts like `samples`
+    (the first `max_samples` of them, each cut to `max_chars`)."""
+    samples = samples[:max_samples]
     shown = "\n\n".join(f"<sample {i}>\n{s[:max_chars].strip()}\n</sample {i}>"
                         for i, s in enumerate(samples, start=1))
     return [
