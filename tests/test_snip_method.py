@@ -164,3 +164,33 @@ def test_explain_command_builds_reuses_and_imports(tiny_folder, text_corpora, tm
     fp = sqlite3.connect(store).execute("select distinct model_fingerprint from explanations").fetchone()[0]
     with ExplanationStore(store) as s:
         assert s.get(fp, "mlp", "openai", PROMPT_VERSION, [NeuronId(1, 5)]) == {NeuronId(1, 5): "commas"}
+
+
+def test_local_explainer_generates_in_batches_with_a_chat_template(tmp_path):
+    from tiny import save_tiny
+    from transformers import AutoTokenizer
+
+    from unlearn_snip.explainers import LocalExplainer
+
+    folder = save_tiny(tmp_path / "chat")
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tok.save_pretrained(folder)
+    explainer = LocalExplainer(model=str(folder), batch_size=2, max_new_tokens=5, progress=False)
+    neurons = [NeuronRecords(NeuronId(0, i), [ActivationRecord(["a", "b"], [float(i), 1.0])])
+               for i in range(3)]
+    answers = explainer.explain(neurons)  # 3 neurons in batches of 2: a padded batch and a single
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+    assert explainer.explain(neurons) == answers  # greedy: deterministic
+    ratings = explainer.rate(["x", "y"], "topic")
+    assert len(ratings) == 2 and all(0.0 <= r <= 10.0 for r in ratings)
+    assert explainer.info()["greedy"] is True
+
+
+def test_local_explainer_needs_a_chat_template(tiny_folder):
+    from unlearn_core.errors import UsageError
+    from unlearn_snip.explainers import LocalExplainer
+
+    with pytest.raises(UsageError, match="needs a chat model"):
+        LocalExplainer(model=str(tiny_folder), progress=False)

@@ -1,0 +1,194 @@
+"""The leaderboard as text: markdown (one table per protocol group, ↑/↓ arrows), CSV (one header
+row, a protocol column) and one self-contained HTML page (no external URL; plots inline as data
+URIs). In the HTML, clicking a header sorts its table (a few lines of inline JavaScript):
+numeric columns by the exact value in each cell's data-v attribute, best first on the first
+click (smallest first for ↓ columns), missing values always last; a second click reverses.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from html import escape
+from pathlib import Path
+
+from .leaderboard import COLUMNS, Column, Group, Row
+from .plots import FIGURES, render_figures
+
+DESCRIPTIONS = {
+    "selectivity": "max over steps of forget drop minus retain drop (relative top-1), in points",
+    "forget_at_retain_5": "forget drop at the last step whose retain drop is at most 5 %",
+    "auc": "mean forget drop over the retain-drop range covered (area under the curve)",
+    "time": "seconds the method took (scoring, pruning and evaluation of all steps)",
+    "runs": "runs averaged in this row (seeds)",
+}
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; }
+th { background: #f3f3f3; cursor: pointer; user-select: none; }
+th[aria-sort=descending]::after { content: " ▼"; } th[aria-sort=ascending]::after { content: " ▲"; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { display: inline-block; margin: 0.5em; } img { max-width: 100%; }
+.skipped { color: #a33; }
+"""
+
+SCRIPT = """
+(function () {
+  function value(td) {
+    var v = td.getAttribute("data-v");
+    return v === null || v === "" ? null : parseFloat(v);
+  }
+  function sortTable(table, index, th) {
+    var numeric = th.hasAttribute("data-key");
+    var current = th.getAttribute("aria-sort");
+    var desc = current ? current === "ascending" : numeric && th.getAttribute("data-better") !== "↓";
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[index], y = b.cells[index];
+      if (numeric) {
+        var p = value(x), q = value(y);
+        if (p === null || q === null) { return (p === null) - (q === null); }
+        return desc ? q - p : p - q;
+      }
+      var s = x.textContent.localeCompare(y.textContent);
+      return desc ? -s : s;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (c) { c.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", desc ? "descending" : "ascending");
+  }
+  document.querySelectorAll("table.lb").forEach(function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+      th.addEventListener("click", function () { sortTable(table, i, th); });
+    });
+  });
+})();
+"""
+
+
+def shown_columns(groups: list[Group]) -> list[Column]:
+    """Every fixed column, and the optional ones some row has a value for."""
+    have = {k for g in groups for row in g.rows for k, v in row.values.items() if v is not None}
+    return [c for c in COLUMNS if not c.optional or c.key in have]
+
+
+def cell(row: Row, col: Column) -> str:
+    v = row.values.get(col.key)
+    if v is None:
+        return "—"
+    if col.key == "runs":
+        seeds = sorted({r.record.seed for r in row.runs})
+        return f"{len(row.runs)} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+    text = f"{v:.0f}" if col.key == "time" else f"{v:.1f}"
+    if col.key == "selectivity" and col.key in row.spread:
+        text += f" ± {row.spread[col.key]:.1f}"
+    return text
+
+
+def render_md(groups: list[Group]) -> str:
+    cols = shown_columns(groups)
+    out = []
+    for g in groups:
+        head = ["method", "plugin", "options"] + [f"{c.title} {c.better}".strip() for c in cols]
+        if any(row.sources for row in g.rows):
+            head.append("reference source")
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in g.rows:
+            cells = [row.method, row.plugin, row.options or "—"] + [cell(row, c) for c in cols]
+            if len(head) > len(cells):
+                cells.append("; ".join(row.sources) or "—")
+            lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+        out.append(f"## {g.title}\n\n" + "\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def render_csv(groups: list[Group]) -> str:
+    cols = shown_columns(groups)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["protocol", "method", "plugin", "options"] + [c.key for c in cols]
+               + ["selectivity_std", "seeds", "reference_source"])
+    for g in groups:
+        for row in g.rows:
+            nums = [("" if (v := row.values.get(c.key)) is None else f"{v:.6g}") for c in cols]
+            std = row.spread.get("selectivity")
+            w.writerow([g.title, row.method, row.plugin, row.options, *nums,
+                        "" if std is None else f"{std:.6g}",
+                        " ".join(str(r.record.seed) for r in row.runs), "; ".join(row.sources)])
+    return buf.getvalue()
+
+
+
+def render_html(groups: list[Group], skipped: list[tuple[Path, str]], sort: str = "selectivity") -> str:
+    cols = shown_columns(groups)
+    runs = sum(len(g.runs) for g in groups)
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           "<title>unlearn leaderboard</title>", f"<style>{CSS}</style></head><body>",
+           "<h1>unlearn leaderboard</h1>",
+           f"<p>{runs} runs in {len(groups)} protocol group{'s' if len(groups) != 1 else ''}; runs are "
+           "ranked only within their group (same model, site, corpora, schedule and token budgets). "
+           f"Sorted by <code>{escape(sort)}</code>; click a header to sort by it.</p>"]
+    if len(groups) > 1:
+        out.append("<ul>" + "".join(f'<li><a href="#g{i}">{escape(g.title)}</a></li>'
+                                    for i, g in enumerate(groups, 1)) + "</ul>")
+    for i, g in enumerate(groups, 1):
+        out.append(f'<section id="g{i}"><h2>{escape(g.title)}</h2>')
+        out.append(_table(g, cols, sort))
+        out.append(_figures(g))
+        out.append("</section>")
+    if skipped:
+        out.append('<section class="skipped"><h2>Skipped files</h2><p>Not part of any table; '
+                   "left as they are.</p><ul>")
+        out += [f"<li><code>{escape(str(p))}</code>: {escape(reason)}</li>" for p, reason in skipped]
+        out.append("</ul></section>")
+    out.append(f"<script>{SCRIPT}</script></body></html>\n")
+    return "\n".join(out)
+
+
+def _table(g: Group, cols: list[Column], sort: str) -> str:
+    sources = any(row.sources for row in g.rows)
+    head = ["<th>method</th>", "<th>plugin</th>", "<th>options</th>"]
+    for c in cols:
+        attrs = f' data-key="{c.key}" data-better="{c.better}"'
+        if c.key == sort:
+            attrs += f' aria-sort="{"ascending" if c.better == "↓" else "descending"}"'
+        tip = DESCRIPTIONS.get(c.key, "")
+        attrs += f' title="{escape(tip)}"' if tip else ""
+        head.append(f"<th{attrs}>{escape(f'{c.title} {c.better}'.strip())}</th>")
+    if sources:
+        head.append("<th>published source</th>")
+    body = [_row(row, cols, sources) for row in g.rows]
+    return (f'<table class="lb"><thead><tr>{"".join(head)}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _row(row: Row, cols: list[Column], sources: bool) -> str:
+    options = row.options or "—"
+    short = options if len(options) <= 60 else options[:59] + "…"
+    tds = [f"<td>{escape(row.method)}</td>", f"<td>{escape(row.plugin)}</td>",
+           f'<td title="{escape(options)}">{escape(short)}</td>']
+    for c in cols:
+        v = row.values.get(c.key)
+        data = "" if v is None else repr(float(v))
+        tds.append(f'<td class="num" data-v="{data}">{escape(cell(row, c))}</td>')
+    if sources:
+        tds.append(f"<td>{escape('; '.join(row.sources) or '—')}</td>")
+    return f"<tr>{''.join(tds)}</tr>"
+
+
+def _figures(g: Group) -> str:
+    records = [run.record for run in g.runs]
+    refs = []
+    for run in g.runs:
+        ref = run.raw.get("reference")
+        sel = ref.get("selectivity") if isinstance(ref, dict) else None
+        refs.append(float(sel) if isinstance(sel, (int, float)) and not isinstance(sel, bool) else None)
+    figs = []
+    for name, data in render_figures(records, refs).items():
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        figs.append(f'<figure><img alt="{escape(FIGURES[name])}" src="{uri}"></figure>')
+    return "<div>" + "".join(figs) + "</div>"

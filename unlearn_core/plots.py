@@ -1,0 +1,197 @@
+"""Plots of run records (matplotlib, Agg, no pyplot): the paper's Figures 1 and 2 and Table 2.
+
+    from unlearn_core.plots import plot_runs
+    paths = plot_runs(records, "results")   # fig1_..., fig2_..., fig3_... .png next to the records
+
+Pass the records of one protocol (same model, corpora and schedule; see leaderboard.py). A
+"series" is a method with its options; several runs of one series (seeds) are drawn in one
+colour. The same records always give the same bytes: fixed size and dpi, no software or date
+metadata. Files are written atomically (a temporary file, then os.replace).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .metrics import relative_drop, summarise
+from .records import RunRecord
+
+FIGURES = {
+    "fig1_forget_vs_retain_drop.png": "Forget vs retain top-1 drop",
+    "fig2_forget_vs_retain_perplexity.png": "Forget vs retain perplexity",
+    "fig3_selectivity.png": "Selectivity per method",
+}
+SIZE = (6.4, 4.8)  # inches
+DPI = 100
+PNG_METADATA = {"Software": None}  # matplotlib writes no date into PNGs; drop its version too
+
+
+def plot_runs(records: Sequence[RunRecord], out_dir: str | Path, prefix: str = "",
+              references: Sequence[float | None] | None = None) -> list[Path]:
+    """Write the three figures into `out_dir` (as `prefix` + name); return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in render_figures(records, references).items():
+        path = out / f"{prefix}{name}"
+        _write_bytes_atomic(path, data)
+        paths.append(path)
+    return paths
+
+
+def render_figures(records: Sequence[RunRecord],
+                   references: Sequence[float | None] | None = None) -> dict[str, bytes]:
+    """PNG bytes of each figure, keyed by file name. `references`: a published selectivity per
+    record (or None), drawn beside ours in the bar chart."""
+    ref_of = {id(r): ref for r, ref in zip(records, references or [None] * len(records), strict=True)}
+    series = _series(records)
+    published: dict[str, float] = {}
+    for label, runs in series.items():
+        vals = [ref for r in runs if (ref := ref_of[id(r)]) is not None]
+        if vals:
+            published[label] = sum(vals) / len(vals)
+    colours = _colours(list(series))
+    return {
+        "fig1_forget_vs_retain_drop.png": _fig_drops(series, colours),
+        "fig2_forget_vs_retain_perplexity.png": _fig_perplexity(series, colours),
+        "fig3_selectivity.png": _fig_selectivity(series, colours, published),
+    }
+
+
+def series_label(record: RunRecord, with_options: bool) -> str:
+    if not with_options or not record.options:
+        return record.method
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(record.options.items()))
+    return f"{record.method} ({opts})"
+
+
+def _series(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+    """Label -> its runs (with at least one pruning step), in a fixed order."""
+    ordered = sorted((r for r in records if len(r.steps) >= 2),
+                     key=lambda r: (r.method, json.dumps(r.options, sort_keys=True, default=str), r.seed))
+    option_sets: dict[str, set[str]] = {}
+    for r in ordered:
+        option_sets.setdefault(r.method, set()).add(json.dumps(r.options, sort_keys=True, default=str))
+    out: dict[str, list[RunRecord]] = {}
+    for r in ordered:
+        out.setdefault(series_label(r, len(option_sets[r.method]) > 1), []).append(r)
+    return out
+
+
+def _colours(labels: list[str]) -> dict[str, tuple]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {label: cmap(i % 10) for i, label in enumerate(labels)}
+
+
+def _figure(title: str, xlabel: str, ylabel: str):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata=PNG_METADATA)
+    return buf.getvalue()
+
+
+def _fig_drops(series: dict[str, list[RunRecord]], colours: dict) -> bytes:
+    """Figure 1: relative top-1 drop (%) of forget (y) against retain (x), one marker per step."""
+    fig, ax = _figure(FIGURES["fig1_forget_vs_retain_drop.png"], "retain top-1 drop (%)",
+                      "forget top-1 drop (%)")
+    lo, hi = 0.0, 1.0
+    for label, runs in series.items():
+        for i, r in enumerate(runs):
+            f = [100 * relative_drop(r.steps[0].forget.top1, s.forget.top1) for s in r.steps]
+            g = [100 * relative_drop(r.steps[0].retain.top1, s.retain.top1) for s in r.steps]
+            lo, hi = min(lo, *f, *g), max(hi, *f, *g)
+            ax.plot(g, f, marker="o", markersize=4, linewidth=1.5, color=colours[label],
+                    alpha=1.0 if len(runs) == 1 else 0.7, label=label if i == 0 else None)
+    pad = 0.05 * (hi - lo)
+    lim = (lo - pad if lo < 0 else 0.0, hi + pad)
+    ax.plot(lim, lim, linestyle="--", color="grey", linewidth=1, label="equal drop")
+    ax.set_xlim(lim)
+    ax.set_ylim(lim)
+    if series:
+        ax.legend(loc="lower right", fontsize="small")
+    return _png(fig)
+
+
+def _fig_perplexity(series: dict[str, list[RunRecord]], colours: dict) -> bytes:
+    """Figure 2: forget perplexity (y) against retain perplexity (x), log scales; the base is a star."""
+    fig, ax = _figure(FIGURES["fig2_forget_vs_retain_perplexity.png"], "retain perplexity",
+                      "forget perplexity")
+    for label, runs in series.items():
+        for i, r in enumerate(runs):
+            x = [s.retain.perplexity for s in r.steps]
+            y = [s.forget.perplexity for s in r.steps]
+            ax.plot(x, y, marker="o", markersize=4, linewidth=1.5, color=colours[label],
+                    alpha=1.0 if len(runs) == 1 else 0.7, label=label if i == 0 else None)
+            ax.plot(x[:1], y[:1], marker="*", markersize=10, color=colours[label], linestyle="none")
+    if series:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(loc="upper left", fontsize="small")
+    return _png(fig)
+
+
+def _fig_selectivity(series: dict[str, list[RunRecord]], colours: dict,
+                     references: dict[str, float]) -> bytes:
+    """Table 2 as bars: mean selectivity per series, ± std over runs, published figure beside it."""
+    fig, ax = _figure(FIGURES["fig3_selectivity.png"], "", "selectivity (points)")
+    labels = list(series)
+    means, errs = [], []
+    for label in labels:
+        vals = [(r.summary or summarise([s.forget.top1 for s in r.steps],
+                                        [s.retain.top1 for s in r.steps])).selectivity for r in series[label]]
+        mean = sum(vals) / len(vals)
+        means.append(mean)
+        errs.append((sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0)
+    xs = list(range(len(labels)))
+    has_ref = any(label in references for label in labels)
+    width = 0.4 if has_ref else 0.6
+    shift = -width / 2 if has_ref else 0.0
+    ax.bar([x + shift for x in xs], means, width, color=[colours[label] for label in labels],
+           label="ours" if has_ref else None)
+    spread = [(x + shift, m, e) for x, m, e in zip(xs, means, errs, strict=True) if e > 0]
+    if spread:
+        ax.errorbar([s[0] for s in spread], [s[1] for s in spread], yerr=[s[2] for s in spread],
+                    fmt="none", ecolor="black", capsize=4)
+    if has_ref:
+        ref_x = [x + width / 2 for x, label in zip(xs, labels, strict=True) if label in references]
+        ref_y = [references[label] for label in labels if label in references]
+        ax.bar(ref_x, ref_y, width, color="white", edgecolor="black", hatch="//", label="published")
+        ax.legend(fontsize="small")
+    ax.axhline(0, color="black", linewidth=0.8)
+    tilt = len(labels) > 3
+    ax.set_xticks(xs, labels, rotation=20 if tilt else 0, ha="right" if tilt else "center")
+    for x, m, e in zip(xs, means, errs, strict=True):
+        ax.annotate(f"{m:.1f}", (x + shift, m + e if m >= 0 else m - e), textcoords="offset points",
+                    xytext=(0, 3 if m >= 0 else -12), ha="center", fontsize="small")
+    return _png(fig)
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
