@@ -86,3 +86,22 @@ def test_cli_bench_prints_table(tiny_folder, text_corpora, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| method | selectivity (pts) ↑" in out
     assert "| selective |" in out and "| random |" in out and "| base (step 0) |" in out
+
+
+def test_bench_writes_plots_and_references_that_the_leaderboard_shows(tiny_folder, text_corpora,
+                                                                     tmp_path, capsys):
+    forget, retain = text_corpora
+    code = main(["bench", "--method", "selective,random", "--model", str(tiny_folder),
+                 "--forget", forget, "--retain", retain, "--preset", "smoke", "--window", "64",
+                 "--reference", "selective.selectivity=60.2", "--reference", "selective.source=Table 2",
+                 "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert len(pngs) == 3 and all(p.startswith("plots-") for p in pngs)
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in tmp_path.glob("*.png"))
+    selective = load_record(next(tmp_path.glob("selective-*.json")))
+    assert selective.reference == {"selectivity": 60.2, "source": "Table 2"}
+    capsys.readouterr()
+    assert main(["leaderboard", str(tmp_path), "--format", "csv"]) == 0
+    csv = capsys.readouterr().out
+    assert "60.2" in csv and "Table 2" in csv and "selective" in csv and "random" in csv

@@ -51,9 +51,9 @@ def plan(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
     known_sites = {s for a in registry.architectures.values() for s in a.sites}
     if config.site not in known_sites:
         raise UsageError(f"unknown neuron site '{config.site}'; choose from: {', '.join(sorted(known_sites))}")
-    for name in config.options:
+    for name in [*config.options, *config.references]:
         if name not in config.methods:
-            raise UsageError(f"options given for '{name}', which is not in --method")
+            raise UsageError(f"options or references given for '{name}', which is not in --method")
     planned = []
     for name in config.methods:
         spec = registry.method(name)
@@ -73,7 +73,7 @@ def plan(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
 
 def run_key(config: BenchConfig, method: PlannedMethod) -> str:
     """Runs with the same key are the same experiment: a record with it is resumed, not redone."""
-    cfg = config.model_dump(exclude={"methods", "options", "device"})
+    cfg = config.model_dump(exclude={"methods", "options", "device", "references"})
     blob = json.dumps({"config": cfg, "method": method.spec.name,
                        "options": method.options.model_dump(mode="json")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
@@ -126,6 +126,7 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
                 seed=config.seed, versions=library_versions(), environment=environment(),
                 timings={"load_model": round(load_s, 2)},
             )
+        record.reference = config.references.get(method.spec.name) or record.reference
         pruned = _pruned_from(record, site.shape)
         delete_mask(site, pruned)
         if not record.steps:
@@ -166,7 +167,18 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
             save_record(record, path)
         records.append(record)
     restore(site, original)
+    if out:
+        from .plots import plot_runs
+
+        plot_runs(records, Path(out), prefix=_protocol_prefix(config),
+                  references=[(r.reference or {}).get("selectivity") for r in records])
     return records
+
+
+def _protocol_prefix(config: BenchConfig) -> str:
+    """Plots of different protocols sharing one --out folder must not overwrite each other."""
+    cfg = config.model_dump(exclude={"methods", "options", "device", "batch_size", "references"})
+    return "plots-" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8] + "-"
 
 
 def _finish(record: RunRecord, config: BenchConfig) -> None:

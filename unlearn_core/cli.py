@@ -20,12 +20,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see: {self.prog} --help)")
 
 
-def _option(text: str) -> tuple[str, str, object]:
+def _option(text: str, flag: str = "--option") -> tuple[str, str, object]:
     """'method.key=value' -> (method, key, value); the value is JSON when it parses, else a string."""
     head, eq, raw = text.partition("=")
     method, dot, key = head.partition(".")
     if not (eq and dot and method and key):
-        raise UsageError(f"--option expects METHOD.KEY=VALUE, got '{text}'")
+        raise UsageError(f"{flag} expects METHOD.KEY=VALUE, got '{text}'")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -57,8 +57,17 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     b.add_argument("--importance", help="selective: freq, abs, rms or std (= -O selective.importance=...)")
     b.add_argument("-O", "--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a method option; repeatable")
-    b.add_argument("--out", default="results", help="folder for run records (default: results)")
+    b.add_argument("--reference", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a published figure shown beside ours, e.g. selective.selectivity=60.2 or "
+                        "selective.source='Table 2'; repeatable")
+    b.add_argument("--out", default="results", help="folder for run records and plots (default: results)")
     b.add_argument("--quiet", action="store_true", help="no progress output")
+
+    lb = sub.add_parser("leaderboard", help="rank the runs in results folders (md, html or csv)")
+    lb.add_argument("dirs", nargs="+", metavar="DIR", help="folders of run records")
+    lb.add_argument("--format", help="md (default), html or csv; default from --out's suffix")
+    lb.add_argument("--sort", default="selectivity", help="column to rank by (default: selectivity)")
+    lb.add_argument("--out", help="write here instead of stdout")
 
     pl = sub.add_parser("plugins", help="list installed plugins and what they register")
     pl.add_argument("--json", action="store_true")
@@ -79,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
         registry = load_plugins()
         args = build_parser(registry.commands).parse_args(argv)
-        builtin = {"bench": _bench, "plugins": _plugins, "ls": _ls}
+        builtin = {"bench": _bench, "plugins": _plugins, "ls": _ls, "leaderboard": _leaderboard}
         if args.command in builtin:
             return builtin[args.command](args)
         return registry.commands[args.command].run(args)
@@ -103,12 +112,16 @@ def _bench(args) -> int:
     for text in args.option:
         method, key, value = _option(text)
         options.setdefault(method, {})[key] = value
+    references: dict[str, dict] = {}
+    for text in args.reference:
+        method, key, value = _option(text, "--reference")
+        references.setdefault(method, {})[key] = value
     fields = dict(methods=[m.strip() for m in args.method.split(",") if m.strip()],
                   model=args.model, forget=args.forget, retain=args.retain, site=args.site,
                   preset=args.preset, steps=args.steps, fraction=args.fraction, count=args.count,
                   tokens=args.tokens,
                   eval_tokens=args.eval_tokens, window=args.window, batch_size=args.batch_size,
-                  seed=args.seed, device=args.device, options=options)
+                  seed=args.seed, device=args.device, options=options, references=references)
     try:
         config = BenchConfig(**fields)
     except ValidationError as e:
@@ -122,8 +135,14 @@ def _bench(args) -> int:
     print()
     print("Relative top-1 drop per step:\n")
     print(curves_table(records))
-    log(f"records in {args.out}/")
+    log(f"records and plots in {args.out}/")
     return 0
+
+
+def _leaderboard(args) -> int:
+    from .leaderboard import main_leaderboard
+
+    return main_leaderboard(args.dirs, fmt=args.format, sort=args.sort, out=args.out)
 
 
 def _plugins(args) -> int:

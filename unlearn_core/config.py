@@ -40,6 +40,8 @@ class BenchConfig(BaseModel):
     seed: int = 0
     device: str = "cpu"
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> raw options
+    # method -> published figures to show beside ours, e.g. {"selectivity": 60.2, "source": "..."}
+    references: dict[str, dict[str, float | str]] = Field(default_factory=dict)
 
     @field_validator("preset")
     @classmethod

@@ -136,7 +136,8 @@ def _read(path: Path) -> tuple[Run | None, str]:
     except json.JSONDecodeError as e:
         if not text.strip():
             return None, "empty file"
-        cut = "truncated JSON" if e.pos >= len(text.rstrip()) else "not JSON"
+        at_end = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")  # ran out of text
+        cut = "truncated JSON" if at_end else "not JSON"
         return None, f"{cut} ({e.msg} at line {e.lineno} column {e.colno})"
     if not isinstance(raw, dict) or "method" not in raw or "steps" not in raw:
         kind = {dict: "object", list: "array", str: "string"}.get(type(raw), "value")
@@ -174,7 +175,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
             if len(variants) > 1:
                 title += f" · corpus variant {i + 1} (other text under the same corpus name)"
             groups.append(Group(key + (i,), title, variant))
-    return sorted(groups, key=lambda g: g.title)
+    return sorted(groups, key=lambda g: (g.title, str(g.key)))
 
 
 def protocol_key(r: RunRecord) -> tuple:
@@ -193,7 +194,7 @@ def protocol_title(r: RunRecord) -> str:
     c = r.config
     model = r.model.get("spec") or r.model.get("name") or "?"
     fp = r.model.get("fingerprint")
-    per_step = f"{c['count']:,} neurons" if c.get("count") else f"{100 * float(c.get('fraction', 0)):g} %"
+    per_step = f"{c['count']:,} neurons" if c.get("count") else f"{100 * float(c.get('fraction') or 0):g} %"
     tokens = r.forget.get("stats_tokens", c.get("tokens"))
     eval_tokens = r.forget.get("eval_tokens", c.get("eval_tokens"))
     return (f"{model}{f' [{fp[:8]}]' if fp else ''} · {r.site.get('name', '?')} neurons · "
@@ -229,6 +230,7 @@ def build_rows(group: Group, sort: str = "selectivity") -> list[Row]:
         key = (r.method, plugin, _canon(r.options))
         rows.setdefault(key, Row(r.method, plugin, compact_options(r.options), [])).runs.append(run)
     for row in rows.values():
+        row.runs.sort(key=lambda run: (run.record.seed, str(run.path)))
         per_run = [run_values(run) for run in row.runs]
         for col in COLUMNS:
             xs = [v[col.key] for v in per_run if v.get(col.key) is not None]

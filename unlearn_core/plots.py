@@ -164,8 +164,7 @@ def _fig_selectivity(series: dict[str, list[RunRecord]], colours: dict,
     has_ref = any(label in references for label in labels)
     width = 0.4 if has_ref else 0.6
     shift = -width / 2 if has_ref else 0.0
-    ax.bar([x + shift for x in xs], means, width, color=[colours[label] for label in labels],
-           label="ours" if has_ref else None)
+    ax.bar([x + shift for x in xs], means, width, color=[colours[label] for label in labels])
     spread = [(x + shift, m, e) for x, m, e in zip(xs, means, errs, strict=True) if e > 0]
     if spread:
         ax.errorbar([s[0] for s in spread], [s[1] for s in spread], yerr=[s[2] for s in spread],
@@ -173,8 +172,15 @@ def _fig_selectivity(series: dict[str, list[RunRecord]], colours: dict,
     if has_ref:
         ref_x = [x + width / 2 for x, label in zip(xs, labels, strict=True) if label in references]
         ref_y = [references[label] for label in labels if label in references]
-        ax.bar(ref_x, ref_y, width, color="white", edgecolor="black", hatch="//", label="published")
-        ax.legend(fontsize="small")
+        ax.bar(ref_x, ref_y, width, color="white", edgecolor="black", hatch="//")
+        for x, y in zip(ref_x, ref_y, strict=True):
+            ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 3 if y >= 0 else -12),
+                        ha="center", fontsize="small")
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(facecolor="grey", label="ours (mean ± std over runs)"),
+                           Patch(facecolor="white", edgecolor="black", hatch="//", label="published")],
+                  fontsize="small")
     ax.axhline(0, color="black", linewidth=0.8)
     tilt = len(labels) > 3
     ax.set_xticks(xs, labels, rotation=20 if tilt else 0, ha="right" if tilt else "center")

@@ -26,6 +26,8 @@ class StepRecord(BaseModel):
     forget: TokenMetrics
     retain: TokenMetrics
     seconds: float  # scoring + pruning + evaluation of this step
+    # Other evaluation harnesses by name, e.g. {"cloze": {"accuracy": 0.61, ...}}
+    evaluations: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class RunRecord(BaseModel):
@@ -43,6 +45,9 @@ class RunRecord(BaseModel):
     steps: list[StepRecord] = Field(default_factory=list)
     pruned_neurons: list[list[int]] = Field(default_factory=list)  # per layer, after the last step
     summary: Summary | None = None
+    # Published figures to show beside ours, in points, e.g.
+    # {"selectivity": 60.2, "source": "Pochinkov & Schoots 2024, Table 2"}
+    reference: dict[str, float | str] | None = None
     complete: bool = False
     versions: dict[str, str] = Field(default_factory=dict)
     environment: dict[str, Any] = Field(default_factory=dict)
