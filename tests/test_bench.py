@@ -3,7 +3,7 @@
 
 import pytest
 
-from unlearn_core import BenchConfig, run_bench
+from unlearn_core import BenchConfig, EvaluationSpec, UsageError, hookimpl, load_plugins, run_bench
 from unlearn_core.cli import main
 from unlearn_core.records import load_record
 
@@ -105,3 +105,36 @@ def test_bench_writes_plots_and_references_that_the_leaderboard_shows(tiny_folde
     assert main(["leaderboard", str(tmp_path), "--format", "csv"]) == 0
     csv = capsys.readouterr().out
     assert "60.2" in csv and "Table 2" in csv and "selective" in csv and "random" in csv
+
+
+class InertNeurons:
+    """An evaluation plugin: how many MLP neurons of the model are inert (all-zero output column)."""
+
+    @hookimpl
+    def register_evaluations(self, register):
+        from pydantic import BaseModel
+
+        class Options(BaseModel):
+            layer: int = 0
+
+        def prepare(options, ctx):
+            assert ctx.tokenizer is not None and ctx.seed == 7
+            return self
+
+        register(EvaluationSpec("inert", "count inert neurons", prepare, Options))
+
+    def evaluate(self, model):
+        zero = [(layer.mlp.down_proj.weight == 0).all(0).sum().item() for layer in model.model.layers]
+        return {"inert": sum(zero)}
+
+
+def test_evaluation_plugins_run_at_every_step(tiny_folder, text_corpora):
+    registry = load_plugins(extra=[("inert", InertNeurons())])
+    records = run_bench(_config(tiny_folder, text_corpora, evals=["tokens", "inert"],
+                                options={"inert": {"layer": 1}}),
+                        registry=registry, progress=False, log=lambda m: None)
+    for r in records:
+        assert [s.evaluations["inert"]["inert"] for s in r.steps] == [s.pruned for s in r.steps]
+    with pytest.raises(UsageError, match="bad option inert.layer"):
+        run_bench(_config(tiny_folder, text_corpora, evals=["tokens", "inert"],
+                          options={"inert": {"layer": "x"}}), registry=registry, progress=False)

@@ -9,6 +9,9 @@ from .interfaces import (
     Architecture,
     CommandSpec,
     ComponentSpec,
+    EvalContext,
+    Evaluation,
+    EvaluationSpec,
     MethodSpec,
     NeuronSite,
     PruneContext,
@@ -18,7 +21,8 @@ from .interfaces import (
 from .plugins import load_plugins
 
 __all__ = [
-    "Architecture", "BenchConfig", "CommandSpec", "ComponentSpec", "CorpusSpec", "MethodSpec",
+    "Architecture", "BenchConfig", "CommandSpec", "ComponentSpec", "CorpusSpec", "EvalContext",
+    "Evaluation", "EvaluationSpec", "MethodSpec",
     "NeuronSite", "PRESETS", "PruneContext", "Pruner", "Scorer", "UsageError", "hookimpl",
     "load_plugins", "run_bench",
 ]

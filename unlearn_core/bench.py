@@ -24,9 +24,9 @@ from pydantic import BaseModel, ValidationError
 from .adapters import delete_mask, resolve_site, restore, snapshot
 from .config import BenchConfig
 from .corpora import build_windows, parse_spec
-from .errors import UsageError
+from .errors import UsageError, unknown
 from .evaluate import TokenMetrics, evaluate_tokens
-from .interfaces import MethodSpec, PruneContext
+from .interfaces import EvalContext, MethodSpec, PruneContext
 from .metrics import summarise
 from .models import check_model_spec, load_model
 from .plugins import Registry, load_plugins
@@ -51,18 +51,20 @@ def plan(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
     known_sites = {s for a in registry.architectures.values() for s in a.sites}
     if config.site not in known_sites:
         raise UsageError(f"unknown neuron site '{config.site}'; choose from: {', '.join(sorted(known_sites))}")
-    for name in [*config.options, *config.references]:
+    harnesses = [e for e in config.evals if e != "tokens"]
+    for name in harnesses:
+        if name not in registry.evaluations:
+            raise unknown("evaluation", name, ["tokens", *registry.evaluations])
+    for name in config.options:
+        if name not in config.methods and name not in harnesses:
+            raise UsageError(f"options given for '{name}', which is not in --method or --eval")
+    for name in config.references:
         if name not in config.methods:
-            raise UsageError(f"options or references given for '{name}', which is not in --method")
+            raise UsageError(f"references given for '{name}', which is not in --method")
     planned = []
     for name in config.methods:
         spec = registry.method(name)
-        try:
-            options = spec.options(**config.options.get(name, {}))
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise UsageError(f"bad option {name}.{where}: {err['msg']}") from None
+        options = _options(spec.options, name, config)
         if spec.check is not None:
             spec.check(options, registry.components)
         info = registry.plugin_of("methods", name)
@@ -71,10 +73,26 @@ def plan(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
     return planned
 
 
+def _options(model: type[BaseModel], name: str, config: BenchConfig) -> BaseModel:
+    try:
+        return model(**config.options.get(name, {}))
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise UsageError(f"bad option {name}.{where}: {err['msg']}") from None
+
+
+def plan_evaluations(config: BenchConfig, registry: Registry) -> dict[str, BaseModel]:
+    """Validated options of every harness in --eval besides 'tokens' (which always runs)."""
+    return {name: _options(registry.evaluations[name].options, name, config)
+            for name in config.evals if name != "tokens"}
+
+
 def run_key(config: BenchConfig, method: PlannedMethod) -> str:
     """Runs with the same key are the same experiment: a record with it is resumed, not redone."""
     cfg = config.model_dump(exclude={"methods", "options", "device", "references"})
-    blob = json.dumps({"config": cfg, "method": method.spec.name,
+    harness_options = {k: v for k, v in config.options.items() if k in config.evals}
+    blob = json.dumps({"config": cfg, "method": method.spec.name, "evaluations": harness_options,
                        "options": method.options.model_dump(mode="json")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -84,6 +102,7 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     registry = registry or load_plugins()
     planned = plan(config, registry)
+    eval_options = plan_evaluations(config, registry)
     torch.manual_seed(config.seed)
     t0 = time.perf_counter()
 
@@ -104,10 +123,16 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
     if per_step * config.steps > total:
         raise UsageError(f"--steps {config.steps} x {per_step} neurons is more than the site's {total}")
 
-    def evaluate(desc: str) -> tuple[TokenMetrics, TokenMetrics]:
-        return tuple(evaluate_tokens(loaded.model, windows[r].eval, config.batch_size,
-                                     progress=progress, desc=f"{desc} eval {r}")
-                     for r in ("forget", "retain"))
+    eval_ctx = EvalContext(loaded.model, loaded.tokenizer, config.seed, config.batch_size, progress,
+                           config.forget, config.retain, registry.corpora)
+    harnesses = {name: registry.evaluations[name].prepare(options, eval_ctx)
+                 for name, options in eval_options.items()}
+
+    def evaluate(desc: str) -> tuple[TokenMetrics, TokenMetrics, dict]:
+        forget, retain = (evaluate_tokens(loaded.model, windows[r].eval, config.batch_size,
+                                          progress=progress, desc=f"{desc} eval {r}")
+                          for r in ("forget", "retain"))
+        return forget, retain, {name: h.evaluate(loaded.model) for name, h in harnesses.items()}
 
     base: StepRecord | None = None  # the unpruned model, evaluated once for all methods
     records = []
@@ -132,9 +157,9 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
         if not record.steps:
             if base is None:
                 t = time.perf_counter()
-                forget, retain = evaluate("base")
+                forget, retain, others = evaluate("base")
                 base = StepRecord(step=0, pruned=0, pruned_fraction=0.0, forget=forget, retain=retain,
-                                  seconds=round(time.perf_counter() - t, 2))
+                                  seconds=round(time.perf_counter() - t, 2), evaluations=others)
             record.steps.append(base.model_copy())
         elif len(record.steps) < config.steps + 1:
             log(f"{method.spec.name}: resuming after step {len(record.steps) - 1}")
@@ -151,11 +176,11 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
             pruned = pruner.prune(ctx, scores, per_step)
             if hasattr(scorer, "info"):
                 record.method_info = scorer.info()
-            forget, retain = evaluate(f"{method.spec.name} step {step}")
+            forget, retain, others = evaluate(f"{method.spec.name} step {step}")
             n = int(pruned.sum())
             record.steps.append(StepRecord(step=step, pruned=n, pruned_fraction=n / total,
                                            forget=forget, retain=retain,
-                                           seconds=round(time.perf_counter() - t, 2)))
+                                           seconds=round(time.perf_counter() - t, 2), evaluations=others))
             record.pruned_neurons = _indices(pruned)
             _finish(record, config)
             if path:

@@ -51,6 +51,9 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     b.add_argument("--tokens", type=int, help="statistics tokens per corpus")
     b.add_argument("--eval-tokens", type=int, help="held-out evaluation tokens per corpus")
     b.add_argument("--window", type=int, help="tokens per window")
+    b.add_argument("--eval", default="tokens",
+                   help="comma list of evaluations: tokens (always) and registered harnesses, e.g. "
+                        "tokens,cloze,toxicity (see `unlearn ls evaluations`)")
     b.add_argument("--batch-size", type=int, default=8)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -79,7 +82,8 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     return p
 
 
-_SECTIONS = ["methods", "corpora", "architectures", "models", "presets", "explainers", "embedders"]
+_SECTIONS = ["methods", "corpora", "architectures", "models", "presets", "explainers", "embedders",
+             "evaluations"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +123,7 @@ def _bench(args) -> int:
     fields = dict(methods=[m.strip() for m in args.method.split(",") if m.strip()],
                   model=args.model, forget=args.forget, retain=args.retain, site=args.site,
                   preset=args.preset, steps=args.steps, fraction=args.fraction, count=args.count,
-                  tokens=args.tokens,
+                  tokens=args.tokens, evals=[e.strip() for e in args.eval.split(",") if e.strip()],
                   eval_tokens=args.eval_tokens, window=args.window, batch_size=args.batch_size,
                   seed=args.seed, device=args.device, options=options, references=references)
     try:
@@ -177,6 +181,8 @@ def _ls(args) -> int:
         "presets": {n: ", ".join(f"{k}={v}" for k, v in p.items()) for n, p in PRESETS.items()},
         "explainers": {n: c.description for n, c in registry.explainers.items()},
         "embedders": {n: c.description for n, c in registry.embedders.items()},
+        "evaluations": {"tokens": "top-1, top-10, loss, perplexity (always)",
+                        **{n: e.description for n, e in registry.evaluations.items()}},
     }
     for name, entries in sections.items():
         if args.what not in ("all", name):

@@ -39,7 +39,8 @@ class BenchConfig(BaseModel):
     batch_size: int = 8
     seed: int = 0
     device: str = "cpu"
-    options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> raw options
+    evals: list[str] = Field(default_factory=lambda: ["tokens"])  # 'tokens' + registered harnesses
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method or harness -> raw options
     # method -> published figures to show beside ours, e.g. {"selectivity": 60.2, "source": "..."}
     references: dict[str, dict[str, float | str]] = Field(default_factory=dict)
 

@@ -39,3 +39,8 @@ def register_embedders(register):
 @hookspec
 def register_commands(register):
     """Register CLI subcommands: register(CommandSpec(...))."""
+
+
+@hookspec
+def register_evaluations(register):
+    """Register evaluation harnesses (cloze, toxicity, ...): register(EvaluationSpec(...))."""

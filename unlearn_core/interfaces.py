@@ -150,3 +150,37 @@ class MethodSpec:
     pruner: Callable[[BaseModel], Pruner] | None = None  # None: global top-k
     # Cross-checks of options against what is installed, e.g. {kind: names}; before any model loads.
     check: Callable[[BaseModel, Mapping[str, Mapping[str, ComponentSpec]]], None] | None = None
+
+
+@dataclass
+class EvalContext:
+    """What an evaluation harness may use when it prepares (once per bench, before any pruning)."""
+
+    model: nn.Module
+    tokenizer: Any
+    seed: int
+    batch_size: int = 8
+    progress: bool = False
+    forget_spec: str = ""
+    retain_spec: str = ""
+    corpora: Mapping[str, Any] = field(default_factory=dict)  # name -> CorpusSpec
+
+
+@runtime_checkable
+class Evaluation(Protocol):
+    """A prepared harness: `evaluate` runs at step 0 and after every pruning step."""
+
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        """JSON-able results, e.g. {"accuracy": 0.61, "per_class": {...}}."""
+        ...
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """What an evaluation plugin registers: `prepare(options, ctx)` builds the items, loads a
+    classifier, ... once, and returns an `Evaluation`."""
+
+    name: str
+    description: str
+    prepare: Callable[[BaseModel, EvalContext], Evaluation]
+    options: type[BaseModel] = NoOptions

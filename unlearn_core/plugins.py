@@ -16,7 +16,7 @@ import pluggy
 from . import builtins, hookspecs
 from .corpora import CorpusSpec
 from .errors import UsageError, unknown
-from .interfaces import Architecture, CommandSpec, ComponentSpec, MethodSpec
+from .interfaces import Architecture, CommandSpec, ComponentSpec, EvaluationSpec, MethodSpec
 
 ENV_VAR = "UNLEARN_PLUGINS"
 GROUP = "unlearn"
@@ -42,6 +42,7 @@ class Registry:
     explainers: dict = field(default_factory=dict)
     embedders: dict = field(default_factory=dict)
     commands: dict = field(default_factory=dict)
+    evaluations: dict = field(default_factory=dict)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> plugin
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # plugin -> one-line reason
@@ -62,9 +63,11 @@ class Registry:
 
 _KINDS = {"register_methods": "methods", "register_corpora": "corpora",
           "register_architectures": "architectures", "register_explainers": "explainers",
-          "register_embedders": "embedders", "register_commands": "commands"}
+          "register_embedders": "embedders", "register_commands": "commands",
+          "register_evaluations": "evaluations"}
 _TYPES = {"methods": MethodSpec, "corpora": CorpusSpec, "architectures": Architecture,
-          "explainers": ComponentSpec, "embedders": ComponentSpec, "commands": CommandSpec}
+          "explainers": ComponentSpec, "embedders": ComponentSpec, "commands": CommandSpec,
+          "evaluations": EvaluationSpec}
 
 
 def _selected(names: list[str], only: str | None) -> list[str]:
