@@ -93,3 +93,56 @@ def test_plugin_that_fails_to_import_is_named_and_others_work(tmp_path):
     good = next(p for p in data["plugins"] if p["name"] == "goodplug")
     assert good["registered"] == {"methods": ["good"]} and good["version"] == "0.1"
     assert any(p["name"] == "selective" for p in data["plugins"])
+
+
+def test_plugins_option_chooses_plugins_over_the_env_var(monkeypatch, capsys):
+    from unlearn_core.cli import main
+
+    monkeypatch.setenv("UNLEARN_PLUGINS", "selective")
+    assert main(["--plugins", "baselines", "ls", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert "random" in out and "selective" not in out
+    assert main(["--plugins", "", "plugins", "--json"]) == 0
+    assert [p["name"] for p in json.loads(capsys.readouterr().out)["plugins"]] == ["unlearn_core"]
+    assert main(["--plugins", "baseline", "plugins"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'baselines'" in err
+
+
+class Exploding:
+    """A method whose scorer raises at its second step."""
+
+    @hookimpl
+    def register_methods(self, register):
+        class Scorer:
+            def __init__(self, options):
+                pass
+
+            def score(self, ctx):
+                if ctx.step == 2:
+                    raise RuntimeError("CUDA out of memory\nmore details")
+                return __import__("torch").rand(ctx.site.shape, generator=ctx.generator())
+
+        register(MethodSpec(name="boom", description="raises", scorer=Scorer))
+
+
+def test_method_that_raises_mid_run_is_named_and_the_others_finish(monkeypatch, capsys, tiny_folder,
+                                                                  text_corpora, tmp_path):
+    from unlearn_core import plugins
+    from unlearn_core.cli import main
+    from unlearn_core.records import load_record
+
+    real = plugins.load_plugins
+    monkeypatch.setattr(plugins, "load_plugins",
+                        lambda only=None, extra=None: real(only, [("boom", Exploding())]))
+    forget, retain = text_corpora
+    code = main(["bench", "--method", "boom,random", "--model", str(tiny_folder), "--forget", forget,
+                 "--retain", retain, "--preset", "smoke", "--steps", "3", "--out", str(tmp_path), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err == ("unlearn: error: method 'boom' (plugin 'boom', Exploding inline) failed in score at "
+                   "step 2: RuntimeError: CUDA out of memory\n")
+    assert "| random" in out and "| boom" not in out
+    random = load_record(next(tmp_path.glob("random-*.json")))
+    boom = load_record(next(tmp_path.glob("boom-*.json")))
+    assert random.complete and not boom.complete and len(boom.steps) == 2  # step 0 and step 1 kept

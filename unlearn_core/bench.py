@@ -24,12 +24,12 @@ from pydantic import BaseModel, ValidationError
 from .adapters import delete_mask, resolve_site, restore, snapshot
 from .config import BenchConfig
 from .corpora import build_windows, parse_spec
-from .errors import UsageError, unknown
+from .errors import MethodFailed, UsageError, unknown
 from .evaluate import TokenMetrics, evaluate_tokens
 from .interfaces import EvalContext, MethodSpec, PruneContext
 from .metrics import summarise
 from .models import check_model_spec, load_model
-from .plugins import Registry, load_plugins
+from .plugins import Registry, _one_line, load_plugins
 from .pruning import GlobalTopK
 from .records import RunRecord, StepRecord, environment, library_versions, load_record, save_record
 
@@ -135,7 +135,7 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
         return forget, retain, {name: h.evaluate(loaded.model) for name, h in harnesses.items()}
 
     base: StepRecord | None = None  # the unpruned model, evaluated once for all methods
-    records = []
+    records, failures = [], []
     for method in planned:
         restore(site, original)
         path = Path(out) / f"{method.spec.name}-{run_key(config, method)}.json" if out else None
@@ -163,8 +163,14 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
             record.steps.append(base.model_copy())
         elif len(record.steps) < config.steps + 1:
             log(f"{method.spec.name}: resuming after step {len(record.steps) - 1}")
-        scorer = method.spec.scorer(method.options)
-        pruner = method.spec.pruner(method.options) if method.spec.pruner else GlobalTopK()
+        try:
+            scorer = _plugin_call(method, "building the scorer", method.spec.scorer, method.options)
+            pruner = (_plugin_call(method, "building the pruner", method.spec.pruner, method.options)
+                      if method.spec.pruner else GlobalTopK())
+        except _PluginError as e:
+            failures.append(str(e))
+            log(f"{method.spec.name}: failed; going on with the other methods")
+            continue
         for step in range(len(record.steps), config.steps + 1):
             t = time.perf_counter()
             ctx = PruneContext(loaded.model, site, windows["forget"].stats, windows["retain"].stats,
@@ -172,10 +178,15 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
                                tokenizer=loaded.tokenizer, model_fingerprint=model_identity["fingerprint"],
                                forget_spec=config.forget, retain_spec=config.retain,
                                components=registry.components)
-            scores = scorer.score(ctx)
-            pruned = pruner.prune(ctx, scores, per_step)
-            if hasattr(scorer, "info"):
-                record.method_info = scorer.info()
+            try:
+                scores = _plugin_call(method, f"score at step {step}", scorer.score, ctx)
+                pruned = _plugin_call(method, f"prune at step {step}", pruner.prune, ctx, scores, per_step)
+                if hasattr(scorer, "info"):
+                    record.method_info = _plugin_call(method, f"info at step {step}", scorer.info)
+            except _PluginError as e:  # finished steps stay saved; the other methods still run
+                failures.append(str(e))
+                log(f"{method.spec.name}: failed at step {step}; going on with the other methods")
+                break
             forget, retain, others = evaluate(f"{method.spec.name} step {step}")
             n = int(pruned.sum())
             record.steps.append(StepRecord(step=step, pruned=n, pruned_fraction=n / total,
@@ -187,17 +198,36 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
                 save_record(record, path)
             log(f"{method.spec.name} step {step}/{config.steps}: pruned {n / total:.1%}, "
                 f"forget top-1 {forget.top1:.3f}, retain top-1 {retain.top1:.3f}")
-        _finish(record, config)
-        if path:
-            save_record(record, path)
-        records.append(record)
+        else:  # every step ran (no break): the record is finished
+            _finish(record, config)
+            if path:
+                save_record(record, path)
+            records.append(record)
     restore(site, original)
     if out:
         from .plots import plot_runs
 
         plot_runs(records, Path(out), prefix=_protocol_prefix(config),
                   references=[(r.reference or {}).get("selectivity") for r in records])
+    if failures:
+        raise MethodFailed(failures, records)
     return records
+
+
+class _PluginError(Exception):
+    """A method's own code raised; the message is the one line the user sees."""
+
+
+def _plugin_call(method: PlannedMethod, what: str, fn, *args):
+    """Run a method's own code; whatever it raises becomes one line naming the method and its plugin."""
+    try:
+        return fn(*args)
+    except UsageError:
+        raise
+    except Exception as e:
+        p = method.plugin
+        raise _PluginError(f"method '{method.spec.name}' (plugin '{p['name']}', {p['package']} {p['version']}) "
+                           f"failed in {what}: {_one_line(e)}") from e
 
 
 def _protocol_prefix(config: BenchConfig) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .config import PRESETS, BenchConfig
-from .errors import UsageError
+from .errors import MethodFailed, UsageError
 from .models import DEFAULT_MODEL, EMBEDDED_MODELS
 
 
@@ -35,6 +35,8 @@ def _option(text: str, flag: str = "--option") -> tuple[str, str, object]:
 
 def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog="unlearn", description="Compare unlearning-by-pruning methods on one harness.")
+    p.add_argument("--plugins", metavar="A,B", help="load only these plugins (entry-point names, see "
+                   "`unlearn plugins`; '' loads none); overrides $UNLEARN_PLUGINS")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
     b = sub.add_parser("bench", help="run methods and compare them")
@@ -90,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .plugins import load_plugins
 
-        registry = load_plugins()
+        # --plugins decides what loads, and plugins add subcommands: read it before the full parse.
+        pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        pre.add_argument("--plugins")
+        registry = load_plugins(only=pre.parse_known_args(argv)[0].plugins)
         args = build_parser(registry.commands).parse_args(argv)
+        args.registry = registry
         builtin = {"bench": _bench, "plugins": _plugins, "ls": _ls, "leaderboard": _leaderboard}
         if args.command in builtin:
             return builtin[args.command](args)
@@ -99,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"unlearn: error: {e}", file=sys.stderr)
         return 2
+    except MethodFailed as e:  # the other methods finished; their tables were printed
+        for line in e.failures:
+            print(f"unlearn: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("unlearn: interrupted; finished steps are saved, run the same command to resume",
               file=sys.stderr)
@@ -107,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _bench(args) -> int:
     from .bench import run_bench
-    from .plugins import load_plugins
-    from .table import curves_table, summary_table
 
     options: dict[str, dict] = {}
     if args.importance is not None:
@@ -133,14 +141,24 @@ def _bench(args) -> int:
         raise UsageError(f"bad value for --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     quiet = args.quiet or bool(os.environ.get("CI"))
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    records = run_bench(config, out=Path(args.out), registry=load_plugins(),
-                        progress=not quiet, log=log)
+    try:
+        records = run_bench(config, out=Path(args.out), registry=args.registry, progress=not quiet, log=log)
+    except MethodFailed as e:
+        if e.records:
+            _print_tables(e.records)
+        raise
+    _print_tables(records)
+    log(f"records and plots in {args.out}/")
+    return 0
+
+
+def _print_tables(records) -> None:
+    from .table import curves_table, summary_table
+
     print(summary_table(records))
     print()
     print("Relative top-1 drop per step:\n")
     print(curves_table(records))
-    log(f"records and plots in {args.out}/")
-    return 0
 
 
 def _leaderboard(args) -> int:
@@ -150,9 +168,7 @@ def _leaderboard(args) -> int:
 
 
 def _plugins(args) -> int:
-    from .plugins import load_plugins
-
-    registry = load_plugins()
+    registry = args.registry
     rows = [{"name": p.name, "package": p.package, "version": p.version, "hooks": p.hooks,
              "registered": p.registered} for p in registry.plugins.values()]
     failed = [{"name": n, "error": e} for n, e in registry.failed.items()]
@@ -168,9 +184,7 @@ def _plugins(args) -> int:
 
 
 def _ls(args) -> int:
-    from .plugins import load_plugins
-
-    registry = load_plugins()
+    registry = args.registry
     sections = {
         "methods": {n: m.description for n, m in registry.methods.items()},
         "corpora": {(f"{n}:{c.argument}" if c.argument else n): c.description

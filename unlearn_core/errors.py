@@ -10,6 +10,18 @@ class UsageError(Exception):
     """Bad input from the user: unknown name, bad path, bad number, corpus too small, ..."""
 
 
+class MethodFailed(Exception):
+    """Methods whose plugin code raised during a bench, one line each naming method and plugin.
+
+    Raised after the other methods finished; `records` are theirs. The CLI exits with status 1.
+    """
+
+    def __init__(self, failures: list[str], records: list | None = None):
+        super().__init__("; ".join(failures))
+        self.failures = failures
+        self.records = records or []
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a choice is close to `word`, else ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

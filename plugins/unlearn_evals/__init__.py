@@ -1,0 +1,37 @@
+"""Evaluation harnesses: Children's-Book-Test cloze and toxicity rate, plus the corpora a toxicity
+bench needs (the model's own toxic/clean generations offline; Civil Comments online).
+
+    unlearn bench --method selective,random --eval tokens,cloze,toxicity -O cloze.items=80
+"""
+
+from __future__ import annotations
+
+from unlearn_core import hookimpl
+from unlearn_core.interfaces import EvaluationSpec
+
+from .classifiers import CLASSIFIERS, Classifier, load_classifier
+from .cloze import ClozeItem, ClozeOptions, build_items, candidate_losses, encode, prepare_cloze, score_items
+from .generated import CORPORA, scored_generations
+from .toxicity import ToxicityOptions, generate, measure_toxicity, prepare_toxicity, toxicity_summary
+
+__all__ = [
+    "CLASSIFIERS", "Classifier", "ClozeItem", "ClozeOptions", "ToxicityOptions", "build_items",
+    "candidate_losses", "encode", "generate", "load_classifier", "measure_toxicity", "prepare_cloze",
+    "prepare_toxicity", "score_items", "scored_generations", "toxicity_summary",
+]
+
+
+@hookimpl
+def register_evaluations(register):
+    register(EvaluationSpec(
+        "cloze", "CBT-format cloze accuracy per word class (NE, CN, V, P; chance 10%)",
+        prepare_cloze, ClozeOptions))
+    register(EvaluationSpec(
+        "toxicity", "share of sampled generations a classifier scores above a threshold, and mean score",
+        prepare_toxicity, ToxicityOptions))
+
+
+@hookimpl
+def register_corpora(register):
+    for corpus in CORPORA:
+        register(corpus)
