@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from .metrics import relative_drop, summarise
-from .records import RunRecord
+from .records import RunRecord, write_atomic
 
 FIGURES = {
     "fig1_forget_vs_retain_drop.png": "Forget vs retain top-1 drop",
@@ -39,7 +37,7 @@ def plot_runs(records: Sequence[RunRecord], out_dir: str | Path, prefix: str = "
     paths = []
     for name, data in render_figures(records, references).items():
         path = out / f"{prefix}{name}"
-        _write_bytes_atomic(path, data)
+        write_atomic(path, data)
         paths.append(path)
     return paths
 
@@ -188,16 +186,3 @@ def _fig_selectivity(series: dict[str, list[RunRecord]], colours: dict,
         ax.annotate(f"{m:.1f}", (x + shift, m + e if m >= 0 else m - e), textcoords="offset points",
                     xytext=(0, 3 if m >= 0 else -12), ha="center", fontsize="small")
     return _png(fig)
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
