@@ -88,7 +88,7 @@ class DetoxifyClassifier:
 
         ckpt, folder = detoxify_paths(checkpoint, config)
         try:
-            loaded = torch.load(ckpt, map_location="cpu", weights_only=False)
+            loaded = torch.load(ckpt, map_location="cpu", weights_only=True)  # no pickled code
             arch = loaded["config"]["arch"]["args"]
             classes = list(loaded["config"]["dataset"]["args"]["classes"])
         except Exception as e:
