@@ -76,7 +76,7 @@ def _selected(names: list[str], only: str | None) -> list[str]:
     wanted = [n.strip() for n in only.split(",") if n.strip()]
     for n in wanted:
         if n not in names:
-            raise unknown(f"plugin (in {ENV_VAR})", n, names)
+            raise unknown("plugin", n, names)
     return wanted
 
 
