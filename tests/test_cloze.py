@@ -143,3 +143,29 @@ def test_smollm2_solves_obvious_items():
     ]
     result = score_items(loaded.model, [encode(i, loaded.tokenizer, 128) for i in items], ["CN", "NE", "V"])
     assert result["accuracy"] >= 2 / 3, result
+
+
+def test_local_cbt_jsonl_items_load_per_class_and_bad_rows_are_one_line(tmp_path):
+    import json
+
+    from unlearn_evals.cloze import cbt_jsonl
+
+    def row(i, cls):
+        return {"sentences": [f"Sentence {k} of story {i}." for k in range(20)],
+                "question": f"Tom went {BLANK} the market {i}.", "answer": "to",
+                "options": ["to", "from", "in", "on", "at", "by", "with", "of", "for", "under"],
+                "class": cls}
+
+    path = tmp_path / "cbt.jsonl"
+    path.write_text("".join(json.dumps(row(i, c)) + "\n" for i in range(3) for c in ("P", "CN")))
+    items = cbt_jsonl(str(path), 4, ["P", "CN"], seed=0)
+    assert len(items) == 4 and sorted(i.word_class for i in items) == ["CN", "CN", "P", "P"]
+    assert all(i.answer in i.candidates and BLANK in i.query and len(i.context) == 20 for i in items)
+    path.write_text(json.dumps(row(0, "P")) + "\n{broken\n")
+    with pytest.raises(UsageError, match=r"cbt.jsonl:2: not JSON"):
+        cbt_jsonl(str(path), 1, ["P"], seed=0)
+    bad = row(0, "P")
+    bad["answer"] = "beside"
+    path.write_text(json.dumps(bad) + "\n")
+    with pytest.raises(UsageError, match="answer must be among the options"):
+        cbt_jsonl(str(path), 1, ["P"], seed=0)

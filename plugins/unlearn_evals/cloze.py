@@ -172,7 +172,12 @@ def cbt_jsonl(path: str, items: int, classes: Sequence[str], seed: int) -> list[
     with file.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UsageError(f"{file}:{n}: not JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise UsageError(f"{file}:{n}: not a JSON object")
                 c = str(row.get("class", ""))
                 if c not in CLASSES:
                     raise UsageError(f"{file}:{n}: 'class' must be one of {', '.join(CLASSES)}")
