@@ -7,7 +7,8 @@ A neuron is addressed as (layer, index); scores and masks are [L, N] tensors.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -49,6 +50,16 @@ class NeuronSite(ABC):
     @property
     def shape(self) -> tuple[int, int]:
         return (self.n_layers, self.n_neurons)
+
+    @contextmanager
+    def hooks(self, make_hook: Callable[[int], ActivationHook]) -> Iterator[None]:
+        """`make_hook(layer)` on every layer for the duration of a `with` block."""
+        handles = [self.register_hook(layer, make_hook(layer)) for layer in range(self.n_layers)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
 
 @dataclass(frozen=True)

@@ -103,17 +103,13 @@ def collect_statistics(
 
         return hook
 
-    handles = [site.register_hook(i, make_hook(i)) for i in range(site.n_layers)]
     decoder = getattr(model, "base_model", model)  # the decoder stack without the LM head
     device = next(model.parameters()).device
-    try:
+    with site.hooks(make_hook):
         for start in tqdm(range(0, len(windows), batch_size), desc=desc, disable=not progress,
                           leave=False):
             ids = windows[start:start + batch_size].to(device)
             am = None if attention_mask is None else attention_mask[start:start + batch_size].to(device)
             current_mask[0] = None if am is None or bool(am.all()) else am.bool()
             decoder(input_ids=ids, attention_mask=am, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
     return stats

@@ -257,12 +257,8 @@ def _check_inert(name: str, model: nn.Module, site: NeuronSite, pruned: Tensor) 
     def record(layer: int) -> Callable[[Tensor], None]:
         return lambda a: seen.append(a[..., pruned[layer].to(a.device)].detach().clone())
 
-    handles = [site.register_hook(layer, record(layer)) for layer in range(site.n_layers)]
-    try:
+    with site.hooks(record):
         logits = model(ids).logits
-    finally:
-        for h in handles:
-            h.remove()
     _require(all(bool((a == 0).all()) for a in seen), f"{where}: a deleted neuron still activates")
 
     g = torch.Generator().manual_seed(0)
@@ -275,12 +271,8 @@ def _check_inert(name: str, model: nn.Module, site: NeuronSite, pruned: Tensor) 
             return a
         return fn
 
-    handles = [site.register_hook(layer, noise(layer)) for layer in range(site.n_layers)]
-    try:
+    with site.hooks(noise):
         noisy = model(ids).logits
-    finally:
-        for h in handles:
-            h.remove()
     _require(torch.allclose(logits, noisy, rtol=1e-5, atol=1e-5),
              f"{where}: the logits depend on deleted neurons (max change "
              f"{(logits - noisy).abs().max().item():.3g}); delete them with site.delete(layer, idx)")

@@ -66,15 +66,11 @@ def top_activations(model: nn.Module, site: NeuronSite, windows: Tensor, k: int 
 
         return hook
 
-    handles = [site.register_hook(i, make_hook(i)) for i in range(L)]
     decoder = getattr(model, "base_model", model)
     device = next(model.parameters()).device
-    try:
+    with site.hooks(make_hook):
         for start in tqdm(range(0, len(windows), batch_size), desc="activation records",
                           disable=not progress, leave=False):
             batch_ids[0] = torch.arange(start, min(start + batch_size, len(windows)))
             decoder(input_ids=windows[start:start + batch_size].to(device), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
     return top

@@ -114,6 +114,7 @@ class ExplainedNeurons:
         self.options = options
         self.scores: Tensor | None = None
         self.details: dict[str, Any] = {}
+        self.concept_list: list[str] = []  # filled by explanations()
 
     def score(self, ctx: PruneContext) -> Tensor:
         if self.scores is None:  # explanations describe the unpruned model: score once
