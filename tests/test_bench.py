@@ -27,11 +27,11 @@ def test_bench_writes_one_complete_record_per_method(tiny_folder, text_corpora, 
     assert [r.method for r in records] == ["selective", "random"]
     files = sorted(p.name for p in tmp_path.glob("*.json"))
     assert len(files) == 2 and files[0].startswith("random-") and files[1].startswith("selective-")
-    per_step = round(0.1 * 2 * 48)
+    cumulative = [0, 10, 19, 29]  # round(k x 0.1 x 96): as close to k x 10 % as whole neurons allow
     for r in records:
         assert r.complete and [s.step for s in r.steps] == [0, 1, 2, 3]
-        assert [s.pruned for s in r.steps] == [0, per_step, 2 * per_step, 3 * per_step]
-        assert sum(len(x) for x in r.pruned_neurons) == 3 * per_step
+        assert [s.pruned for s in r.steps] == cumulative and r.site["schedule"] == cumulative[1:]
+        assert sum(len(x) for x in r.pruned_neurons) == 29
         assert r.plugin["package"] == "unlearn"
         assert r.summary is not None and r.model["fingerprint"]
         assert r.forget["eval_tokens"] == 256 and r.forget["stats_tokens"] == 512
@@ -138,3 +138,57 @@ def test_evaluation_plugins_run_at_every_step(tiny_folder, text_corpora):
     with pytest.raises(UsageError, match="bad option inert.layer"):
         run_bench(_config(tiny_folder, text_corpora, evals=["tokens", "inert"],
                           options={"inert": {"layer": "x"}}), registry=registry, progress=False)
+
+
+def test_schedule_reaches_all_neurons_without_overshooting():
+    paper = BenchConfig(methods=["selective"], preset="paper")
+    for total in (46_080, 36_864, 96, 1_000_003):  # SmolLM2, Gemma-3-270m, a tiny model, an odd one
+        cumulative = paper.schedule(total)
+        steps = [b - a for a, b in zip([0, *cumulative[:-1]], cumulative, strict=True)]
+        assert len(cumulative) == 50 and cumulative[-1] == total and min(steps) >= 1
+        assert all(abs(c - (k + 1) * 0.02 * total) <= 0.5 for k, c in enumerate(cumulative[:-1]))
+    assert paper.schedule(46_080)[:3] == [922, 1843, 2765]  # round(921.6 k): 922 or 921 a step
+    part = BenchConfig(methods=["selective"], steps=4, fraction=0.1).schedule(96)
+    assert part == [10, 19, 29, 38]  # 40 % of 96, not 100 %
+    assert BenchConfig(methods=["random"], steps=3, count=7).schedule(96) == [7, 14, 21]
+    with pytest.raises(UsageError, match="more than the site's 96"):
+        BenchConfig(methods=["random"], steps=14, count=7).schedule(96)
+    with pytest.raises(UsageError, match="deletes no neuron at step 1"):
+        BenchConfig(methods=["random"], steps=2, fraction=0.001).schedule(96)
+
+
+def test_impossible_schedule_fails_before_the_model_loads(tiny_folder, text_corpora, capsys):
+    logs = []
+    with pytest.raises(UsageError, match="more than the site's 96"):
+        run_bench(_config(tiny_folder, text_corpora, count=40, steps=3), progress=False, log=logs.append)
+    assert not any("loading model" in m for m in logs)
+    forget, retain = text_corpora
+    code = main(["bench", "--method", "random", "--model", str(tiny_folder), "--forget", forget, "--retain",
+                 retain, "--preset", "paper", "--fraction", "0.001", "--quiet"])
+    assert code == 2 and "deletes no neuron at step 1" in capsys.readouterr().err
+
+
+def test_the_paper_schedule_runs_to_every_neuron(tiny_folder, text_corpora):
+    records = run_bench(_config(tiny_folder, text_corpora, methods=["random"], steps=50, fraction=0.02),
+                        progress=False, log=lambda m: None)
+    pruned = [s.pruned for s in records[0].steps]
+    assert pruned[-1] == 96 and pruned == sorted(pruned) and len(set(pruned)) == 51
+    assert records[0].steps[-1].pruned_fraction == 1.0
+
+
+@pytest.mark.integration
+def test_paper_preset_fits_the_embedded_model_before_it_loads():
+    from unlearn_core.bench import plan_schedule
+
+    cumulative = plan_schedule(BenchConfig(methods=["selective"], preset="paper"), load_plugins())
+    assert len(cumulative) == 50 and cumulative[-1] == 30 * 1536
+
+
+def test_device_is_part_of_the_run_key(tiny_folder, text_corpora):
+    from unlearn_core.bench import plan, run_key
+
+    config = _config(tiny_folder, text_corpora)
+    method = plan(config, load_plugins())[0]
+    cuda = config.model_copy(update={"device": "cuda"})
+    assert run_key(config, method) != run_key(cuda, method)
+    assert run_key(config, method) == run_key(config.model_copy(), method)

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+import torch
+from tiny import tiny_tokenizer
 
 from unlearn_core.corpora import BUILTIN_CORPORA, build_windows, parse_spec
 from unlearn_core.errors import UsageError
@@ -94,3 +96,95 @@ def test_bad_paths_and_fields(tmp_path, tokenizer):
     rows.write_text("{not json\n")
     with pytest.raises(UsageError, match="not JSON"):
         _windows(f"jsonl:{rows}", tokenizer)
+
+
+def test_python_corpus_leaves_out_generated_tables_and_has_no_near_copies():
+    import itertools
+    import sysconfig
+    from pathlib import Path
+
+    from unlearn_core.corpora import python_stdlib_files
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = python_stdlib_files()
+    names = {p.relative_to(root).as_posix() for p in files}
+    assert len(files) > 400 and "argparse.py" in names and "json/decoder.py" in names
+    assert not [n for n in names if n.startswith(("encodings/", "pydoc_data/", "test/", "idlelib/"))]
+    assert not names & {"stringprep.py", "re/_casefix.py", "html/entities.py"}
+    # No module shares 90 % of its distinct lines with another (the codec tables share ~95 %).
+    lines = {}
+    for p in files:
+        distinct = {line.strip() for line in p.read_text(errors="replace").splitlines()}
+        lines[p] = {line for line in distinct if len(line) >= 12}
+    near = [(a.name, b.name) for (a, la), (b, lb) in itertools.combinations(lines.items(), 2)
+            if min(len(la), len(lb)) >= 30 and len(la & lb) / min(len(la), len(lb)) >= 0.9]
+    assert near == []
+
+
+def _long_docs(tmp_path, n=40, lines=400):
+    """JSONL documents longer than one piece, every line naming its document."""
+    path = tmp_path / "long.jsonl"
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"text": "".join(f"DOC{i} line {j} of a long document\n"
+                                                for j in range(lines))}) + "\n")
+    return path
+
+
+def test_a_long_document_stays_on_one_side_of_the_split(tmp_path, tokenizer):
+    path = _long_docs(tmp_path)
+    for spec in (f"jsonl:{path}", f"hf:{tmp_path}"):  # shuffled pieces (local) and a stream (datasets)
+        if spec.startswith("hf:"):
+            path.rename(tmp_path / "train.jsonl")
+        for seed in range(3):
+            w = _windows(spec, tokenizer, seed=seed, stats=4096, eval_=2048, window=64)
+            stats_docs, eval_docs = _doc_ids(tokenizer, w.stats), _doc_ids(tokenizer, w.eval)
+            assert stats_docs and eval_docs
+            assert not stats_docs & eval_docs, (spec, seed, stats_docs & eval_docs)
+            if spec.startswith("jsonl:"):  # documents are numbered by row
+                assert {f"DOC{d}" for d in w.stats_documents} == stats_docs
+        if spec.startswith("hf:"):
+            (tmp_path / "train.jsonl").rename(path)
+
+
+def _bos_tokenizer():
+    """The tiny tokenizer, putting its first special token before every text as Llama's does."""
+    import copy
+
+    from tokenizers import processors
+
+    tok = copy.deepcopy(tiny_tokenizer())  # the shared one stays as it is
+    tok.bos_token = "<eos>"
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<eos> $A",
+                                                                  special_tokens=[("<eos>", 0)])
+    return tok
+
+
+def test_windows_start_with_bos_where_the_tokenizer_uses_one(tokenizer):
+    from unlearn_core.corpora import leading_bos
+
+    assert leading_bos(tokenizer) is None
+    plain = _windows("python", tokenizer, seed=4)
+    assert not plain.bos and not (plain.stats[:, 0] == 0).all()
+    bos_tok = _bos_tokenizer()
+    assert leading_bos(bos_tok) == 0
+    w = _windows("python", bos_tok, seed=4)
+    assert w.bos and w.identity()["bos"]
+    assert w.stats.shape == (8, 64) and w.eval.shape == (4, 64)
+    assert (w.stats[:, 0] == 0).all() and (w.eval[:, 0] == 0).all()
+    # The text after the BOS is the plain stream: the first window holds the same tokens, one fewer.
+    assert torch.equal(w.eval[0, 1:], plain.eval[0, :63])
+
+
+def test_held_out_texts_leave_out_every_statistics_document(tmp_path, tokenizer):
+    path = tmp_path / "docs.jsonl"
+    with path.open("w") as f:
+        for i in range(300):
+            f.write(json.dumps({"text": f"DOC{i} " + "word " * 30}) + "\n")
+    w = _windows(f"jsonl:{path}", tokenizer, stats=1024, eval_=512)
+    held_out = " ".join(w.held_out_texts(CORPORA))
+    kept = {t for t in held_out.split() if t.startswith("DOC")}
+    stats_docs = _doc_ids(tokenizer, w.stats)
+    assert stats_docs and not kept & stats_docs
+    assert _doc_ids(tokenizer, w.eval) <= kept  # evaluation text is held out too
+    assert len(kept) + len(w.stats_documents) == 300

@@ -13,7 +13,7 @@ from unlearn_core.pruning import GlobalTopK
 from unlearn_snip.activations import top_activations
 from unlearn_snip.explainers import TokensExplainer
 from unlearn_snip.method import KeywordOptions, KeywordScorer, SnipOptions, SnipScorer
-from unlearn_snip.store import ExplanationStore
+from unlearn_snip.store import IMPORTED, ExplanationStore
 from unlearn_snip.types import PROMPT_VERSION, ActivationRecord, NeuronId, NeuronRecords
 
 ARCHS = {a.name: a for a in BUILTIN_ARCHITECTURES}
@@ -44,9 +44,10 @@ def test_snip_prunes_the_neurons_its_scores_rank_highest(tmp_path):
     for n in neurons:
         texts[n] = CODE[len([c for c in code_neurons if c < n]) % 5] if n in code_neurons else next(other)
     store = tmp_path / "e.sqlite"
-    with ExplanationStore(store) as s:
-        s.put(ctx.model_fingerprint, "mlp", "tokens", PROMPT_VERSION, texts)
     scorer = SnipScorer(SnipOptions(store=str(store), concepts=["Python programming", "source code"]))
+    with ExplanationStore(store) as s:
+        probe = scorer.probe_key(scorer.probe_windows(ctx))
+        s.put(ctx.model_fingerprint, "mlp", "tokens", PROMPT_VERSION, probe, texts)
     scores = scorer.score(ctx)
     assert scores.shape == (2, 48) and torch.isfinite(scores).all()
     ranked = torch.sort(scores.flatten(), descending=True, stable=True).indices[:5]
@@ -113,7 +114,8 @@ def test_interrupted_explaining_resumes_without_redoing_finished_neurons(tmp_pat
         KeywordScorer(options).score(ctx)
     assert FlakyExplainer.calls == [40, 40]
     with ExplanationStore(tmp_path / "e.sqlite") as s:
-        assert s.count(ctx.model_fingerprint, "mlp", "flaky", PROMPT_VERSION) == 40
+        probe = KeywordScorer(options).probe_key(KeywordScorer(options).probe_windows(ctx))
+        assert s.count(ctx.model_fingerprint, "mlp", "flaky", PROMPT_VERSION, probe) == 40
     scorer = KeywordScorer(options)
     scorer.score(ctx)
     assert FlakyExplainer.calls[2:] == [40, 16]  # only the 56 unfinished neurons
@@ -132,7 +134,7 @@ def test_bench_runs_snip_and_baselines_and_reuses_explanations(tiny_folder, text
     records = run_bench(config, progress=False, log=lambda m: None)
     assert [r.method for r in records] == ["snip", "keyword", "llm-scored"]
     for r in records:
-        assert r.complete and [s.pruned for s in r.steps] == [0, 10, 20]
+        assert r.complete and [s.pruned for s in r.steps] == [0, 10, 19]
         assert r.method_info["explainer"] == "tokens" and r.method_info["explained"] == 96
     assert records[0].method_info["reused_from_store"] == 0
     assert records[1].method_info["reused_from_store"] == 96  # same model, same explainer
@@ -163,7 +165,8 @@ def test_explain_command_builds_reuses_and_imports(tiny_folder, text_corpora, tm
     assert "imported 1 explanations" in capsys.readouterr().out
     fp = sqlite3.connect(store).execute("select distinct model_fingerprint from explanations").fetchone()[0]
     with ExplanationStore(store) as s:
-        assert s.get(fp, "mlp", "openai", PROMPT_VERSION, [NeuronId(1, 5)]) == {NeuronId(1, 5): "commas"}
+        commas = s.get(fp, "mlp", "openai", PROMPT_VERSION, IMPORTED, [NeuronId(1, 5)])
+        assert commas == {NeuronId(1, 5): "commas"}
 
 
 def test_local_explainer_generates_in_batches_with_a_chat_template(tmp_path):

@@ -18,7 +18,7 @@ from unlearn_snip.types import NeuronId
 
 ROOT = Path(__file__).resolve().parent.parent
 
-KEY = ("gpt2:abc123", "mlp", "openai", "neuron-explainer-v1")
+KEY = ("gpt2:abc123", "mlp", "openai", "neuron-explainer-v1", "mix:0123456789abcdef:k5")
 
 
 @pytest.fixture
@@ -30,8 +30,8 @@ def store(tmp_path):
 def test_roundtrip_and_keys_kept_apart(store):
     neurons = [NeuronId(0, 3), NeuronId(1, 0), NeuronId(11, 3071)]
     store.put(*KEY, {n: f"base {n.layer}/{n.index}" for n in neurons})
-    variants = {i: tuple(f"other-{v}" if j == i else v for j, v in enumerate(KEY)) for i in range(4)}
-    for i, key in variants.items():  # another fingerprint, site, explainer, prompt version
+    variants = {i: tuple(f"other-{v}" if j == i else v for j, v in enumerate(KEY)) for i in range(5)}
+    for i, key in variants.items():  # another fingerprint, site, explainer, prompt version, probe
         store.put(*key, {neurons[0]: f"variant {i}"})
 
     assert store.get(*KEY, neurons) == {n: f"base {n.layer}/{n.index}" for n in neurons}
@@ -140,7 +140,7 @@ class StallingBatch(Mapping):
 
 store = ExplanationStore(sys.argv[1])
 for b in range({BATCHES}):
-    store.put("fp", "mlp", "openai", "v1", StallingBatch(b))
+    store.put("fp", "mlp", "openai", "v1", "probe", StallingBatch(b))
     print("committed", b, flush=True)
 """
 
@@ -167,7 +167,7 @@ def test_resume_after_sigkill(tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
-    key = ("fp", "mlp", "openai", "v1")
+    key = ("fp", "mlp", "openai", "v1", "probe")
     everything = [NeuronId(b, i) for b in range(BATCHES) for i in range(BATCH)]
     with ExplanationStore(path) as store:
         done = store.get(*key, everything)

@@ -80,3 +80,19 @@ def test_statistics_pass_never_runs_the_lm_head():
     assert calls == []
     model(torch.zeros(1, 4, dtype=torch.long))
     assert calls == [1]
+
+
+def test_bos_position_is_left_out_of_the_statistics():
+    """Position 0 holds the same BOS in every window: it says nothing about the corpus."""
+    model = tiny_model("llama")
+    site = resolve_site(model, "mlp", ARCHS)
+    windows = torch.randint(1, 256, (6, 16), generator=torch.Generator().manual_seed(2))
+    windows[:, 0] = 0
+    stats = collect_statistics(model, site, windows, batch_size=4, bos=True)
+    assert stats.tokens == 6 * 15
+    acts = _all_activations(model, site, windows)  # [L, B*T, N]
+    ref = _reference(acts.reshape(site.n_layers, 6, 16, -1)[:, :, 1:].reshape(site.n_layers, 6 * 15, -1))
+    for name in IMPORTANCES:
+        torch.testing.assert_close(stats.importance(name), ref[name], rtol=1e-5, atol=1e-7)
+    with_bos = collect_statistics(model, site, windows, batch_size=4)
+    assert with_bos.tokens == 96 and not torch.allclose(with_bos.importance("abs"), stats.importance("abs"))

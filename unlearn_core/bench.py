@@ -3,10 +3,12 @@
     from unlearn_core import BenchConfig, run_bench
     records = run_bench(BenchConfig(methods=["selective", "random"]), out="results")
 
-Flow: validate everything (methods, options, corpora, numbers) -> load the model -> build
-disjoint statistics/evaluation windows -> evaluate the unpruned model once -> for each method:
-restore the original weights, then `steps` times score, prune, evaluate, and write the record.
-A record whose run was interrupted is picked up at its last finished step.
+Flow: validate everything (methods, options, corpora, numbers, and the schedule against the
+model's config) -> load the model -> build disjoint statistics/evaluation windows -> evaluate the
+unpruned model once -> for each method: restore the original weights, let the scorer prepare on
+them, re-apply the deletions of a record being resumed, then `steps` times score, prune,
+evaluate, and write the record. A record whose run was interrupted is picked up at its last
+finished step.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from pydantic import BaseModel, ValidationError
 
 from .adapters import delete_mask, resolve_site, restore, snapshot
 from .config import BenchConfig
-from .corpora import build_windows, parse_spec
+from .corpora import CorpusWindows, build_windows, parse_spec
 from .errors import MethodFailed, UsageError, unknown
 from .evaluate import TokenMetrics, evaluate_tokens
 from .interfaces import EvalContext, MethodSpec, PruneContext
 from .metrics import summarise
-from .models import check_model_spec, load_model
+from .models import check_model_spec, empty_model, load_config, load_model
 from .plugins import Registry, _one_line, load_plugins
 from .pruning import GlobalTopK
 from .records import RunRecord, StepRecord, environment, library_versions, load_record, save_record
@@ -82,6 +84,13 @@ def _options(model: type[BaseModel], name: str, config: BenchConfig) -> BaseMode
         raise UsageError(f"bad option {name}.{where}: {err['msg']}") from None
 
 
+def plan_schedule(config: BenchConfig, registry: Registry) -> list[int]:
+    """Cumulative neurons deleted after each step, checked against the site's size read from the
+    model's config (seconds), so an impossible schedule fails before the weights load."""
+    site = resolve_site(empty_model(load_config(config.model)), config.site, registry.architectures)
+    return config.schedule(site.n_layers * site.n_neurons)
+
+
 def plan_evaluations(config: BenchConfig, registry: Registry) -> dict[str, BaseModel]:
     """Validated options of every harness in --eval besides 'tokens' (which always runs)."""
     return {name: _options(registry.evaluations[name].options, name, config)
@@ -90,11 +99,24 @@ def plan_evaluations(config: BenchConfig, registry: Registry) -> dict[str, BaseM
 
 def run_key(config: BenchConfig, method: PlannedMethod) -> str:
     """Runs with the same key are the same experiment: a record with it is resumed, not redone."""
-    cfg = config.model_dump(exclude={"methods", "options", "device", "references"})
+    cfg = config.model_dump(exclude={"methods", "options", "references"})
     harness_options = {k: v for k, v in config.options.items() if k in config.evals}
     blob = json.dumps({"config": cfg, "method": method.spec.name, "evaluations": harness_options,
                        "options": method.options.model_dump(mode="json")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def corpus_windows(config: BenchConfig, registry: Registry, tokenizer, log=lambda msg: None
+                   ) -> dict[str, CorpusWindows]:
+    """The forget and retain corpora's statistics and evaluation windows, as every bench with this
+    configuration builds them (`unlearn explain` uses the same ones, to probe statistics text)."""
+    windows = {}
+    for role, spec in (("forget", config.forget), ("retain", config.retain)):
+        windows[role] = build_windows(spec, registry.corpora, tokenizer, config.tokens,
+                                      config.eval_tokens, config.window, config.seed)
+        log(f"{role}: {spec}: {windows[role].stats.numel()} statistics + "
+            f"{windows[role].eval.numel()} evaluation tokens")
+    return windows
 
 
 def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Registry | None = None,
@@ -103,6 +125,7 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
     registry = registry or load_plugins()
     planned = plan(config, registry)
     eval_options = plan_evaluations(config, registry)
+    schedule = plan_schedule(config, registry)
     torch.manual_seed(config.seed)
     t0 = time.perf_counter()
 
@@ -111,20 +134,15 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
     site = resolve_site(loaded.model, config.site, registry.architectures)
     model_identity = loaded.identity()
     load_s = time.perf_counter() - t0
-    windows = {}
-    for role, spec in (("forget", config.forget), ("retain", config.retain)):
-        windows[role] = build_windows(spec, registry.corpora, loaded.tokenizer, config.tokens,
-                                      config.eval_tokens, config.window, config.seed)
-        log(f"{role}: {spec}: {windows[role].stats.numel()} statistics + "
-            f"{windows[role].eval.numel()} evaluation tokens")
+    windows = corpus_windows(config, registry, loaded.tokenizer, log)
     original = snapshot(site)
     total = site.n_layers * site.n_neurons
-    per_step = config.count or max(1, round(config.fraction * total))
-    if per_step * config.steps > total:
-        raise UsageError(f"--steps {config.steps} x {per_step} neurons is more than the site's {total}")
+    if config.schedule(total) != schedule:
+        raise UsageError(f"model '{config.model}' has {total} '{config.site}' neurons, not what its "
+                         "config said")
 
     eval_ctx = EvalContext(loaded.model, loaded.tokenizer, config.seed, config.batch_size, progress,
-                           config.forget, config.retain, registry.corpora)
+                           config.forget, config.retain, registry.corpora, windows)
     harnesses = {name: registry.evaluations[name].prepare(options, eval_ctx)
                  for name, options in eval_options.items()}
 
@@ -146,12 +164,31 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
                 options=method.options.model_dump(mode="json"), config=config.model_dump(mode="json"),
                 model=model_identity,
                 site={"name": site.name, "layers": site.n_layers, "neurons_per_layer": site.n_neurons,
-                      "per_step": per_step},
+                      "schedule": schedule},
                 forget=windows["forget"].identity(), retain=windows["retain"].identity(),
                 seed=config.seed, versions=library_versions(), environment=environment(),
                 timings={"load_model": round(load_s, 2)},
             )
         record.reference = config.references.get(method.spec.name) or record.reference
+
+        def context(step: int, pruned: torch.Tensor) -> PruneContext:
+            return PruneContext(loaded.model, site, windows["forget"].stats, windows["retain"].stats,
+                                pruned, step, config.seed, config.batch_size, progress,
+                                tokenizer=loaded.tokenizer, model_fingerprint=model_identity["fingerprint"],
+                                forget_spec=config.forget, retain_spec=config.retain,
+                                components=registry.components, bos=windows["forget"].bos)
+
+        try:
+            scorer = _plugin_call(method, "building the scorer", method.spec.scorer, method.options)
+            pruner = (_plugin_call(method, "building the pruner", method.spec.pruner, method.options)
+                      if method.spec.pruner else GlobalTopK())
+            if hasattr(scorer, "prepare"):  # on the original weights, also when resuming
+                _plugin_call(method, "prepare", scorer.prepare,
+                             context(0, torch.zeros(site.shape, dtype=torch.bool)))
+        except _PluginError as e:
+            failures.append(str(e))
+            log(f"{method.spec.name}: failed; going on with the other methods")
+            continue
         pruned = _pruned_from(record, site.shape)
         delete_mask(site, pruned)
         if not record.steps:
@@ -163,24 +200,13 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
             record.steps.append(base.model_copy())
         elif len(record.steps) < config.steps + 1:
             log(f"{method.spec.name}: resuming after step {len(record.steps) - 1}")
-        try:
-            scorer = _plugin_call(method, "building the scorer", method.spec.scorer, method.options)
-            pruner = (_plugin_call(method, "building the pruner", method.spec.pruner, method.options)
-                      if method.spec.pruner else GlobalTopK())
-        except _PluginError as e:
-            failures.append(str(e))
-            log(f"{method.spec.name}: failed; going on with the other methods")
-            continue
         for step in range(len(record.steps), config.steps + 1):
             t = time.perf_counter()
-            ctx = PruneContext(loaded.model, site, windows["forget"].stats, windows["retain"].stats,
-                               pruned, step, config.seed, config.batch_size, progress,
-                               tokenizer=loaded.tokenizer, model_fingerprint=model_identity["fingerprint"],
-                               forget_spec=config.forget, retain_spec=config.retain,
-                               components=registry.components)
+            ctx = context(step, pruned)
+            count = schedule[step - 1] - int(pruned.sum())
             try:
                 scores = _plugin_call(method, f"score at step {step}", scorer.score, ctx)
-                pruned = _plugin_call(method, f"prune at step {step}", pruner.prune, ctx, scores, per_step)
+                pruned = _plugin_call(method, f"prune at step {step}", pruner.prune, ctx, scores, count)
                 if hasattr(scorer, "info"):
                     record.method_info = _plugin_call(method, f"info at step {step}", scorer.info)
             except _PluginError as e:  # finished steps stay saved; the other methods still run

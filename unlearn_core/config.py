@@ -73,3 +73,25 @@ class BenchConfig(BaseModel):
         if len(set(self.methods)) != len(self.methods):
             raise UsageError(f"a method is named twice in --method {','.join(self.methods)}")
         return self
+
+    def schedule(self, total: int) -> list[int]:
+        """Neurons deleted after steps 1..steps, cumulative, for a site of `total` neurons.
+
+        Step k reaches round(k x fraction x total) (or k x count): the pruned share stays as close
+        to k x fraction as whole neurons allow, and 50 steps of 2 % end at exactly 100 %, never
+        beyond. A schedule that cannot run on `total` neurons is a UsageError.
+        """
+        if self.count is not None:
+            if self.count * self.steps > total:
+                raise UsageError(f"--steps {self.steps} x --count {self.count} is {self.count * self.steps} "
+                                 f"neurons, more than the site's {total}")
+            return [k * self.count for k in range(1, self.steps + 1)]
+        cumulative = [min(total, round(k * self.fraction * total)) for k in range(1, self.steps + 1)]
+        if self.steps * self.fraction >= 1 - 1e-9:
+            cumulative[-1] = total  # the last step takes what is left
+        starts = [0, *cumulative[:-1]]
+        empty = [k for k, (a, b) in enumerate(zip(starts, cumulative, strict=True), 1) if b <= a]
+        if empty:
+            raise UsageError(f"--fraction {self.fraction:g} of the site's {total} neurons deletes no "
+                             f"neuron at step {empty[0]}; raise --fraction or give --count")
+        return cumulative

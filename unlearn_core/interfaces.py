@@ -7,7 +7,7 @@ A neuron is addressed as (layer, index); scores and masks are [L, N] tensors.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -80,7 +80,7 @@ class PruneContext:
     forget_windows: Tensor  # long [W, T]: the forget corpus' statistics windows
     retain_windows: Tensor  # long [W, T]: the retain corpus' statistics windows
     pruned: Tensor  # bool [L, N]: neurons deleted by earlier steps
-    step: int  # 1-based
+    step: int  # 1-based; 0 while a scorer prepares on the unpruned weights
     seed: int
     batch_size: int = 8
     progress: bool = False
@@ -89,6 +89,7 @@ class PruneContext:
     forget_spec: str = ""  # e.g. 'python', as given to --forget
     retain_spec: str = ""
     components: Mapping[str, Mapping[str, ComponentSpec]] = field(default_factory=dict)
+    bos: bool = False  # every window starts with the tokenizer's BOS token (no corpus information)
 
     def generator(self) -> torch.Generator:
         """A generator seeded by (seed, step): the same seed gives the same draws."""
@@ -101,13 +102,18 @@ class PruneContext:
         windows = {"forget": self.forget_windows, "retain": self.retain_windows}[corpus]
         return collect_statistics(
             self.model, self.site, windows, batch_size=self.batch_size,
-            progress=self.progress, desc=f"step {self.step} stats {corpus}",
+            progress=self.progress, desc=f"step {self.step} stats {corpus}", bos=self.bos,
         )
 
 
 @runtime_checkable
 class Scorer(Protocol):
-    """Scores every neuron of a site; higher means delete sooner."""
+    """Scores every neuron of a site; higher means delete sooner.
+
+    A scorer that computes something once on the unpruned model (explanations, a candidate set)
+    does it in an optional `prepare(ctx)`: the bench calls it before step 1 with the original
+    weights and `ctx.step == 0`, also when it resumes a run whose earlier steps are already pruned.
+    """
 
     def score(self, ctx: PruneContext) -> Tensor:  # float [L, N]
         ...
@@ -175,6 +181,18 @@ class EvalContext:
     forget_spec: str = ""
     retain_spec: str = ""
     corpora: Mapping[str, Any] = field(default_factory=dict)  # name -> CorpusSpec
+    windows: Mapping[str, Any] = field(default_factory=dict)  # 'forget'/'retain' -> CorpusWindows
+
+    def texts(self, spec: str) -> Iterable[str]:
+        """The texts of corpus `spec`; for the forget or retain corpus, without the documents of its
+        statistics windows, so an evaluation never measures text that chose neurons."""
+        from .corpora import parse_spec, texts
+
+        for windows in self.windows.values():
+            if windows.spec == spec:
+                return windows.held_out_texts(self.corpora)
+        corpus, argument = parse_spec(spec, self.corpora)
+        return texts(corpus.documents(argument, self.seed))
 
 
 @runtime_checkable

@@ -111,6 +111,36 @@ def _where(spec: str) -> tuple[str, dict]:
     return spec, {}  # a Hugging Face hub id
 
 
+def load_config(spec: str):
+    """The model's transformers config, read without loading weights (seconds, even from a GGUF)."""
+    from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    check_model_spec(spec)
+    source, kwargs = _where(spec)
+    hf_logging.set_verbosity_error()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return AutoConfig.from_pretrained(source, **kwargs)
+    except Exception as e:  # hub, parsing and config errors come in many types
+        raise _cannot_load(spec, e) from None
+
+
+def empty_model(config) -> nn.Module:
+    """The model's module tree on the meta device: shapes without weights or memory."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def _cannot_load(spec: str, e: Exception) -> UsageError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return UsageError(f"cannot load model '{spec}'{did_you_mean(spec, EMBEDDED_MODELS)}: {first} "
+                      f"(embedded models: {', '.join(EMBEDDED_MODELS)}; or a model folder, a .gguf file, "
+                      "a hub id)")
+
+
 def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", progress: bool = True) -> LoadedModel:
     """Load a causal LM in float32 for `spec`: an embedded name, a folder, a .gguf file or a hub id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -131,12 +161,7 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", progress: bool = 
     except UsageError:
         raise
     except Exception as e:  # hub, parsing and config errors come in many types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        hint = did_you_mean(spec, EMBEDDED_MODELS)
-        raise UsageError(
-            f"cannot load model '{spec}'{hint}: {first} (embedded models: "
-            f"{', '.join(EMBEDDED_MODELS)}; or a model folder, a .gguf file, a hub id)"
-        ) from None
+        raise _cannot_load(spec, e) from None
     if getattr(model, "hf_quantizer", None) is not None:  # GGUF weights are dequantized on load
         model.hf_quantizer = None
     if tokenizer.pad_token_id is None:

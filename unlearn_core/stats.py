@@ -85,13 +85,16 @@ def collect_statistics(
     attention_mask: Tensor | None = None,
     progress: bool = False,
     desc: str = "statistics",
+    bos: bool = False,
 ) -> NeuronStatistics:
     """Statistics of every neuron of `site` over `windows` (long [W, T]), padding excluded.
 
-    `attention_mask` (0/1 [W, T]) marks real tokens; without it every token counts.
+    `attention_mask` (0/1 [W, T]) marks real tokens; without it every token counts. `bos`: every
+    window starts with a BOS token, whose position is left out: it is the same in every window,
+    so it says nothing about the corpus (and its activations are outliers in many models).
     """
     stats = NeuronStatistics.zeros(*site.shape)
-    current_mask: list[Tensor | None] = [None]
+    current_mask: list[Tensor | None] = [None]  # bool [B, T]: the positions that count; None: all
 
     def make_hook(layer: int):
         def hook(acts: Tensor) -> None:
@@ -110,6 +113,10 @@ def collect_statistics(
                           leave=False):
             ids = windows[start:start + batch_size].to(device)
             am = None if attention_mask is None else attention_mask[start:start + batch_size].to(device)
-            current_mask[0] = None if am is None or bool(am.all()) else am.bool()
+            counted = None if am is None or bool(am.all()) else am.bool()
+            if bos:
+                counted = torch.ones_like(ids, dtype=torch.bool) if counted is None else counted.clone()
+                counted[:, 0] = False
+            current_mask[0] = counted
             decoder(input_ids=ids, attention_mask=am, use_cache=False)
     return stats

@@ -223,8 +223,8 @@ def load_items(options: ClozeOptions, ctx: EvalContext) -> tuple[str, list[Cloze
             options.hf_dataset, options.split, options.items, options.classes, ctx.seed)
     if source.startswith("cbt-jsonl:"):
         return source, cbt_jsonl(source.partition(":")[2], options.items, options.classes, ctx.seed)
-    corpus, argument = parse_spec(source, ctx.corpora)
-    texts = corpus.documents(argument, ctx.seed)
+    parse_spec(source, ctx.corpora)  # a bad name fails here, before any text is read
+    texts = ctx.texts(source)  # the forget/retain corpus without its statistics documents
     return source, build_items(texts, options.items, options.classes, ctx.seed, options.context_sentences)
 
 

@@ -27,7 +27,13 @@ def configure(p) -> None:
                    help="an explainer option, e.g. model=gpt-4o; repeatable")
     p.add_argument("--forget", default="python", help="probe corpus (and the corpus for concepts)")
     p.add_argument("--retain", default="shakespeare", help="second probe corpus")
-    p.add_argument("--tokens", type=int, default=8192, help="probe tokens per corpus")
+    # The probe is the statistics windows of the bench with the same corpora, preset, sizes and
+    # seed: never its evaluation windows, and the bench reuses these explanations.
+    p.add_argument("--preset", default="cpu", help="the bench preset whose windows to probe")
+    p.add_argument("--tokens", type=int, help="statistics tokens per corpus (as in `unlearn bench`)")
+    p.add_argument("--eval-tokens", type=int, help="evaluation tokens per corpus (as in `unlearn bench`); "
+                   "their text is never probed")
+    p.add_argument("--window", type=int, help="tokens per window (as in `unlearn bench`)")
     p.add_argument("--max-neurons", type=int, help="explain only this many candidates")
     p.add_argument("--store", default=str(DEFAULT_STORE))
     p.add_argument("--import", dest="import_path", metavar="PATH",
@@ -53,7 +59,8 @@ def run(args) -> int:
     from pydantic import ValidationError
 
     from unlearn_core.adapters import resolve_site
-    from unlearn_core.corpora import build_windows
+    from unlearn_core.bench import corpus_windows
+    from unlearn_core.config import BenchConfig
     from unlearn_core.models import check_model_spec, load_model
     from unlearn_core.plugins import load_plugins
 
@@ -61,9 +68,12 @@ def run(args) -> int:
     try:
         options = ExplanationOptions(explainer=args.explainer, explainer_options=_options(args.option),
                                      store=args.store, max_neurons=args.max_neurons)
+        config = BenchConfig(methods=["snip"], model=args.model, forget=args.forget, retain=args.retain,
+                             site=args.site, preset=args.preset, tokens=args.tokens,
+                             eval_tokens=args.eval_tokens, window=args.window, seed=args.seed)
     except ValidationError as e:
         err = e.errors()[0]
-        raise UsageError(f"bad value for --{err['loc'][0]}: {err['msg']}") from None
+        raise UsageError(f"bad value for --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     if args.import_path:  # the explainer only labels imported explanations: no key needed
         if options.explainer not in registry.explainers:
             raise unknown("explainer", options.explainer, registry.explainers)
@@ -75,25 +85,25 @@ def run(args) -> int:
     site = resolve_site(loaded.model, args.site, registry.architectures)
     fp = loaded.identity()["fingerprint"]
     if args.import_path:
-        from .store import ExplanationStore
+        from .store import IMPORTED, ExplanationStore
 
         key = explainer_key(options.explainer, options.explainer_options)
         with ExplanationStore(options.store) as store:
-            n = store.import_jsonl(args.import_path, fp, site.name, key, PROMPT_VERSION)
+            n = store.import_jsonl(args.import_path, fp, site.name, key, PROMPT_VERSION, IMPORTED)
         print(f"imported {n} explanations into {options.store} (model {fp}, explainer {key})")
         return 0
-    windows = [build_windows(spec, registry.corpora, loaded.tokenizer, args.tokens, 1, 256, args.seed).stats
-               for spec in (args.forget, args.retain)]
-    ctx = PruneContext(loaded.model, site, windows[0], windows[1], torch.zeros(site.shape, dtype=torch.bool),
-                       step=1, seed=args.seed, progress=not args.quiet, tokenizer=loaded.tokenizer,
-                       model_fingerprint=fp, forget_spec=args.forget, retain_spec=args.retain,
-                       components=registry.components)
+    windows = corpus_windows(config, registry, loaded.tokenizer, log)
+    ctx = PruneContext(loaded.model, site, windows["forget"].stats, windows["retain"].stats,
+                       torch.zeros(site.shape, dtype=torch.bool), step=0, seed=args.seed,
+                       progress=not args.quiet, tokenizer=loaded.tokenizer, model_fingerprint=fp,
+                       forget_spec=args.forget, retain_spec=args.retain, components=registry.components,
+                       bos=windows["forget"].bos)
     pipeline = ExplainedNeurons(options)
     pipeline.explanations(ctx)
     info = pipeline.info()
     log(f"concepts of {args.forget}: {', '.join(info['concepts'])}")
     print(f"{info['explained']} explanations in {info['store']} ({info['reused_from_store']} reused), "
-          f"model {fp}, explainer {info['explainer_key']}")
+          f"model {fp}, explainer {info['explainer_key']}, probe {info['probe']['key']}")
     return 0
 
 

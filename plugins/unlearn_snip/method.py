@@ -4,15 +4,18 @@
     unlearn bench --method snip -O snip.explainer=openai              # GPT-4-class explanations
     unlearn bench --method snip,keyword,llm-scored -O snip.max_neurons=2000
 
-Pipeline (shared by snip, keyword and llm-scored, computed once per method on the unpruned model):
+Pipeline (shared by snip, keyword and llm-scored, computed once per method on the unpruned model,
+in `prepare`, which the bench calls on the original weights also when it resumes a run):
 1. activation records: each neuron's top-k probe windows (forget and retain statistics windows,
-   cut to `context` tokens);
+   cut to `context` tokens; never evaluation text);
 2. explanations of the candidate neurons (all, or the `max_neurons` with the highest maximum
-   activation), read from / written to the SQLite store batch by batch, so a second run reuses
-   them and an interrupted one resumes;
+   activation), read from / written to the SQLite store batch by batch under a key that names
+   the probe text, so a second run reuses them and an interrupted one resumes; explanations
+   imported from published files are used too;
 3. the concepts the forget data needs, asked of the explainer from sampled forget texts (cached);
 4. scores: snip = max cosine similarity between a neuron's explanation and any concept;
-   keyword = keyword hits in the explanation; llm-scored = the explainer's 0-10 relevance rating.
+   keyword = keyword hits in the explanation; llm-scored = the explainer's 0-10 relevance rating
+   (cached in the store, so a repeated or resumed run asks nothing again).
 Unexplained neurons score below every explained one. Pruning then follows the bench schedule.
 """
 
@@ -33,7 +36,7 @@ from unlearn_core.errors import UsageError, unknown
 from unlearn_core.interfaces import PruneContext
 
 from .activations import TopActivations, top_activations
-from .store import ExplanationStore
+from .store import IMPORTED, ExplanationStore
 from .types import PROMPT_VERSION, NeuronId
 
 DEFAULT_STORE = Path(os.environ.get("UNLEARN_STORE", "~/.cache/unlearn/explanations.sqlite"))
@@ -116,9 +119,13 @@ class ExplainedNeurons:
         self.details: dict[str, Any] = {}
         self.concept_list: list[str] = []  # filled by explanations()
 
+    def prepare(self, ctx: PruneContext) -> None:
+        """Explain and score on the unpruned model, once (the bench calls this before step 1)."""
+        self.scores = self._score(ctx)
+
     def score(self, ctx: PruneContext) -> Tensor:
-        if self.scores is None:  # explanations describe the unpruned model: score once
-            self.scores = self._score(ctx)
+        if self.scores is None:
+            self.prepare(ctx)
         return self.scores
 
     def info(self) -> dict[str, Any]:
@@ -128,9 +135,12 @@ class ExplainedNeurons:
         spec = ctx.components["explainers"][self.options.explainer]
         return spec.build(**self.options.explainer_options)
 
-    def _probe(self, ctx: PruneContext) -> Tensor:
+    def probe_windows(self, ctx: PruneContext) -> Tensor:
+        """Probe windows of `context` tokens cut from the statistics windows (without the BOS, which
+        is the same in every window)."""
         c = self.options.context
-        cut = lambda w: w[:, : w.shape[1] // c * c].reshape(-1, c)  # noqa: E731
+        start = 1 if ctx.bos else 0
+        cut = lambda w: w[:, start:][:, : (w.shape[1] - start) // c * c].reshape(-1, c)  # noqa: E731
         forget, retain = cut(ctx.forget_windows), cut(ctx.retain_windows)
         if self.options.probe == "forget":
             return forget
@@ -140,9 +150,17 @@ class ExplainedNeurons:
         mixed = torch.stack([forget[:n], retain[:n]], dim=1).reshape(-1, c)
         return torch.cat([mixed, forget[n:], retain[n:]])
 
+    def probe_key(self, probe: Tensor) -> str:
+        """Names the text the activation records come from: kind, a digest of the windows, k."""
+        digest = hashlib.sha256(probe.numpy().tobytes()).hexdigest()[:16]
+        return f"{self.options.probe}:{digest}:k{self.options.records}"
+
     def explanations(self, ctx: PruneContext) -> tuple[dict[NeuronId, str], TopActivations]:
+        if bool(ctx.pruned.any()):  # they would be stored under the unpruned model's fingerprint
+            raise ValueError("explanations must describe the unpruned model; the bench calls "
+                             "prepare() on the original weights before step 1")
         o = self.options
-        probe = self._probe(ctx)
+        probe = self.probe_windows(ctx)
         top = top_activations(ctx.model, ctx.site, probe, k=o.records, batch_size=ctx.batch_size,
                               progress=ctx.progress)
         peak = top.values[..., 0]  # [L, N]
@@ -152,10 +170,11 @@ class ExplainedNeurons:
         n_per_layer = ctx.site.n_neurons
         candidates = [NeuronId(int(i) // n_per_layer, int(i) % n_per_layer) for i in order]
         key = (ctx.model_fingerprint, ctx.site.name, explainer_key(o.explainer, o.explainer_options),
-               PROMPT_VERSION)
+               PROMPT_VERSION, self.probe_key(probe))
         explainer = None
         with ExplanationStore(Path(o.store).expanduser()) as store:
-            missing = store.missing(*key, candidates)
+            imported = store.get(*key[:4], IMPORTED, candidates)
+            missing = store.missing(*key, [n for n in candidates if n not in imported])
             reused = len(candidates) - len(missing)
             if missing:
                 explainer = self._explainer(ctx)
@@ -164,15 +183,17 @@ class ExplainedNeurons:
                     batch = missing[start:start + o.batch]
                     texts = explainer.explain([top.records(n, strings) for n in batch])
                     store.put(*key, dict(zip(batch, texts, strict=True)))  # committed: resumable
-            found = store.get(*key, candidates)
+            found = {**store.get(*key, candidates), **imported}
             concepts = self._concepts(ctx, store, explainer)
         self.details.update({
             "explainer": o.explainer, "explainer_key": key[2], "prompt_version": PROMPT_VERSION,
-            "explained": len(found), "reused_from_store": reused, "store": str(Path(o.store).expanduser()),
+            "explained": len(found), "reused_from_store": reused, "imported": len(imported),
+            "store": str(Path(o.store).expanduser()),
             "candidates": "all neurons" if o.max_neurons is None else
             f"the {o.max_neurons} neurons with the highest maximum activation on the probe windows",
             "probe": {"kind": o.probe, "windows": len(probe), "context": o.context,
-                      "records_per_neuron": o.records},
+                      "records_per_neuron": o.records, "text": "statistics windows",
+                      "key": key[4]},
             "concepts": concepts,
         })
         self.concept_list = concepts
@@ -247,11 +268,21 @@ class RatedScorer(ExplainedNeurons):
 
     def _score(self, ctx: PruneContext) -> Tensor:
         found, _ = self.explanations(ctx)
+        o = self.options
         topic = f"{ctx.forget_spec}: " + ", ".join(self.concept_list)
-        neurons = sorted(found)
-        ratings = self._explainer(ctx).rate([found[n] for n in neurons], topic)
-        self.details["topic"] = topic
-        return self._as_tensor(ctx, dict(zip(neurons, ratings, strict=True)))
+        prefix = json.dumps([explainer_key(o.explainer, o.explainer_options), PROMPT_VERSION, topic])
+        keys = {text: f"{prefix}|{text}" for text in set(found.values())}  # one rating per explanation
+        with ExplanationStore(Path(o.store).expanduser()) as store:
+            cached = store.get_cached_many("rating", keys.values())
+            todo = sorted(t for t, k in keys.items() if k not in cached)
+            if todo:
+                asked = self._explainer(ctx).rate(todo, topic)
+                fresh = {keys[t]: json.dumps(float(r)) for t, r in zip(todo, asked, strict=True)}
+                store.put_cached_many("rating", fresh)
+                cached.update(fresh)
+        self.details.update({"topic": topic, "ratings_asked": len(todo),
+                             "ratings_cached": len(keys) - len(todo)})
+        return self._as_tensor(ctx, {n: float(json.loads(cached[keys[t]])) for n, t in found.items()})
 
 
 def _token_strings(tokenizer, windows: Tensor) -> dict[int, str]:

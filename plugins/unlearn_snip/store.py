@@ -3,13 +3,16 @@
 Explaining every neuron of a model costs hours and money, so every answer is kept: a run commits
 after each batch (`put` is one transaction), and a run that is killed resumes with `missing`.
 Explanations are keyed by everything that changes them: the model's fingerprint, the neuron site,
-the layer and neuron, the explainer and the prompt version.
+the layer and neuron, the explainer, the prompt version and the probe (which text the activation
+records came from: a digest of the probe windows, or IMPORTED for published explanations), so an
+explanation built from one text is never reused as if it came from another.
 
     store = ExplanationStore("explanations.sqlite")
-    todo = store.missing(fp, "mlp", "openai", PROMPT_VERSION, neurons)
+    key = (fp, "mlp", "openai", PROMPT_VERSION, probe)
+    todo = store.missing(*key, neurons)
     for batch in chunks(todo):
-        store.put(fp, "mlp", "openai", PROMPT_VERSION, dict(zip(batch, explainer.explain(...))))
-    texts = store.get(fp, "mlp", "openai", PROMPT_VERSION, neurons)
+        store.put(*key, dict(zip(batch, explainer.explain(...))))
+    texts = store.get(*key, neurons)
 
 `import_jsonl` reads explanations published in the layout of OpenAI's neuron-explainer
 (openai/automated-interpretability, neuron_explainer/explanations/explanations.py): one
@@ -39,7 +42,9 @@ from unlearn_core.errors import UsageError
 
 from .types import NeuronId
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+IMPORTED = "imported"  # the probe of explanations imported from published files
+LEGACY = "unknown (store schema 1)"  # schema-1 rows: their probe text was not recorded
 
 # Migration n brings a database from version n - 1 to version n. Append, never edit.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -55,9 +60,25 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
                PRIMARY KEY (kind, key)
            ) WITHOUT ROWID""",
     ),
+    # The probe joins the key. Schema-1 explanations may come from evaluation text (unlearn explain
+    # read the bench's evaluation windows): they are kept under LEGACY, which no run asks for.
+    2: (
+        """CREATE TABLE explanations_2 (
+               model_fingerprint TEXT NOT NULL, site TEXT NOT NULL, explainer TEXT NOT NULL,
+               prompt_version TEXT NOT NULL, probe TEXT NOT NULL, layer INTEGER NOT NULL,
+               neuron INTEGER NOT NULL, explanation TEXT NOT NULL, score REAL, source TEXT NOT NULL,
+               created TEXT NOT NULL,
+               PRIMARY KEY (model_fingerprint, site, explainer, prompt_version, probe, layer, neuron)
+           ) WITHOUT ROWID""",
+        f"""INSERT INTO explanations_2 SELECT model_fingerprint, site, explainer, prompt_version,
+               CASE WHEN source LIKE 'import:%' THEN '{IMPORTED}' ELSE '{LEGACY}' END,
+               layer, neuron, explanation, score, source, created FROM explanations""",
+        "DROP TABLE explanations",
+        "ALTER TABLE explanations_2 RENAME TO explanations",
+    ),
 }
 
-_KEY = "model_fingerprint = ? AND site = ? AND explainer = ? AND prompt_version = ?"
+_KEY = "model_fingerprint = ? AND site = ? AND explainer = ? AND prompt_version = ? AND probe = ?"
 
 
 def _now() -> str:
@@ -129,53 +150,67 @@ class ExplanationStore:
     # -- explanations -----------------------------------------------------------------------
 
     def _rows(self, model_fp: str, site: str, explainer: str,
-              prompt_version: str) -> dict[NeuronId, tuple[str, float | None]]:
+              prompt_version: str, probe: str) -> dict[NeuronId, tuple[str, float | None]]:
         """Every stored (explanation, score) under one key; one indexed range scan."""
         rows = self._db.execute(f"SELECT layer, neuron, explanation, score FROM explanations WHERE {_KEY}",
-                                (model_fp, site, explainer, prompt_version))
+                                (model_fp, site, explainer, prompt_version, probe))
         return {NeuronId(layer, neuron): (text, score) for layer, neuron, text, score in rows}
 
-    def get(self, model_fp: str, site: str, explainer: str, prompt_version: str,
+    def get(self, model_fp: str, site: str, explainer: str, prompt_version: str, probe: str,
             neurons: Iterable[NeuronId]) -> dict[NeuronId, str]:
         """The stored explanations of those `neurons` that have one."""
-        rows = self._rows(model_fp, site, explainer, prompt_version)
+        rows = self._rows(model_fp, site, explainer, prompt_version, probe)
         return {n: rows[n][0] for n in neurons if n in rows}
 
-    def scores(self, model_fp: str, site: str, explainer: str, prompt_version: str,
+    def scores(self, model_fp: str, site: str, explainer: str, prompt_version: str, probe: str,
                neurons: Iterable[NeuronId]) -> dict[NeuronId, float]:
         """The known scores (e.g. neuron-explainer's ev_correlation_score) of those `neurons`."""
-        rows = self._rows(model_fp, site, explainer, prompt_version)
+        rows = self._rows(model_fp, site, explainer, prompt_version, probe)
         return {n: rows[n][1] for n in neurons if n in rows and rows[n][1] is not None}
 
-    def missing(self, model_fp: str, site: str, explainer: str, prompt_version: str,
+    def missing(self, model_fp: str, site: str, explainer: str, prompt_version: str, probe: str,
                 neurons: Iterable[NeuronId]) -> list[NeuronId]:
         """The `neurons` still to explain, in input order, each once: what a resumed run does next."""
-        rows = self._rows(model_fp, site, explainer, prompt_version)
+        rows = self._rows(model_fp, site, explainer, prompt_version, probe)
         return list(dict.fromkeys(n for n in neurons if n not in rows))
 
-    def count(self, model_fp: str, site: str, explainer: str, prompt_version: str) -> int:
+    def count(self, model_fp: str, site: str, explainer: str, prompt_version: str, probe: str) -> int:
         """How many explanations are stored under this key."""
         (n,) = self._db.execute(f"SELECT COUNT(*) FROM explanations WHERE {_KEY}",
-                                (model_fp, site, explainer, prompt_version)).fetchone()
+                                (model_fp, site, explainer, prompt_version, probe)).fetchone()
         return int(n)
 
-    def put(self, model_fp: str, site: str, explainer: str, prompt_version: str,
+    def put(self, model_fp: str, site: str, explainer: str, prompt_version: str, probe: str,
             items: Mapping[NeuronId, str], source: str = "explainer") -> None:
         """Store one batch in one transaction (replacing older answers for the same neurons)."""
-        self._put(model_fp, site, explainer, prompt_version,
+        self._put(model_fp, site, explainer, prompt_version, probe,
                   ((n, text, None) for n, text in items.items()), source)
 
-    def _put(self, model_fp: str, site: str, explainer: str, prompt_version: str,
+    def _put(self, model_fp: str, site: str, explainer: str, prompt_version: str, probe: str,
              rows: Iterable[tuple[NeuronId, str, float | None]], source: str) -> None:
         created = _now()
         with self._transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO explanations (model_fingerprint, site, explainer, prompt_version,"
-                " layer, neuron, explanation, score, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((model_fp, site, explainer, prompt_version, n.layer, n.index, _text(text), score, source,
-                  created) for n, text, score in rows))
+                " probe, layer, neuron, explanation, score, source, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((model_fp, site, explainer, prompt_version, probe, n.layer, n.index, _text(text), score,
+                  source, created) for n, text, score in rows))
 
     # -- other LLM answers ------------------------------------------------------------------
+
+    def get_cached_many(self, kind: str, keys: Iterable[str]) -> dict[str, str]:
+        """The cached answers among `keys` (e.g. one rating per explanation)."""
+        wanted = set(keys)
+        rows = self._db.execute("SELECT key, value FROM cache WHERE kind = ?", (kind,))
+        return {k: str(v) for k, v in rows if k in wanted}
+
+    def put_cached_many(self, kind: str, items: Mapping[str, str]) -> None:
+        """Cache many answers in one transaction."""
+        created = _now()
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO cache (kind, key, value, created) VALUES (?, ?, ?, ?)",
+                           ((kind, k, _text(v), created) for k, v in items.items()))
 
     def get_cached(self, kind: str, key: str) -> str | None:
         """A cached answer (e.g. a dataset's concept list as JSON text), or None."""
@@ -190,7 +225,7 @@ class ExplanationStore:
     # -- published explanations -------------------------------------------------------------
 
     def import_jsonl(self, path: str | Path, model_fp: str, site: str, explainer: str,
-                     prompt_version: str) -> int:
+                     prompt_version: str, probe: str) -> int:
         """Import neuron-explainer explanation files (one file, or a `{layer}/{neuron}.jsonl` folder),
         keeping each neuron's best-scored explanation. All of it is stored, or nothing. Returns the
         number of neurons imported."""
@@ -200,7 +235,7 @@ class ExplanationStore:
             for neuron, text, score in _read_explanation_file(file, expected):
                 if neuron not in best or _rank(score) > _rank(best[neuron][1]):
                     best[neuron] = (text, score)
-        self._put(model_fp, site, explainer, prompt_version,
+        self._put(model_fp, site, explainer, prompt_version, probe,
                   ((n, text, score) for n, (text, score) in sorted(best.items())), f"import:{path}")
         return len(best)
 
