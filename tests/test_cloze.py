@@ -169,3 +169,30 @@ def test_local_cbt_jsonl_items_load_per_class_and_bad_rows_are_one_line(tmp_path
     path.write_text(json.dumps(bad) + "\n")
     with pytest.raises(UsageError, match="answer must be among the options"):
         cbt_jsonl(str(path), 1, ["P"], seed=0)
+
+
+def test_items_never_come_from_statistics_documents(tmp_path, tagger, tokenizer):
+    """Selective pruning protects the retain statistics text by design: cloze items measured on it
+    would flatter every method. Items come from documents that filled no statistics window."""
+    import json
+
+    from unlearn_core.corpora import BUILTIN_CORPORA, build_windows
+    from unlearn_core.interfaces import EvalContext
+    from unlearn_evals.cloze import prepare_cloze
+
+    corpora = {c.name: c for c in BUILTIN_CORPORA}
+    path = tmp_path / "stories.jsonl"
+    path.write_text("".join(json.dumps({"text": prose(60, seed=i)}) + "\n" for i in range(30)))
+    spec = f"jsonl:{path}"
+    windows = build_windows(spec, corpora, tokenizer, 8192, 256, 64, seed=1)
+    ctx = EvalContext(None, tokenizer, seed=1, forget_spec="python", retain_spec=spec, corpora=corpora,
+                      windows={"retain": windows})
+    harness = prepare_cloze(ClozeOptions(items=8), ctx)
+    flat = lambda text: " ".join(text.split())  # noqa: E731
+    stats_text = flat(tokenizer.decode(windows.stats.flatten().tolist()))
+    held_out = flat(" ".join(windows.held_out_texts(corpora)))
+    assert len(harness.items) == 8 and len(windows.stats_documents) >= 3
+    for item in harness.items:
+        query = flat(item.query.replace(BLANK, item.answer))
+        assert query in held_out and query not in stats_text
+        assert not any(flat(s) in stats_text for s in item.context)

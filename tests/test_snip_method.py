@@ -197,3 +197,76 @@ def test_local_explainer_needs_a_chat_template(tiny_folder):
 
     with pytest.raises(UsageError, match="needs a chat model"):
         LocalExplainer(model=str(tiny_folder), progress=False)
+
+
+def test_explanations_are_never_made_on_a_pruned_model(tmp_path):
+    """They would be stored under the unpruned model's fingerprint and reused as if they described it."""
+    model = tiny_model("llama")
+    ctx = _ctx(model)
+    ctx.pruned = ctx.pruned.clone()
+    ctx.pruned[0, 3] = True
+    with pytest.raises(ValueError, match="unpruned model"):
+        KeywordScorer(KeywordOptions(store=str(tmp_path / "e.sqlite"), keywords=["def"])).score(ctx)
+    assert not (tmp_path / "e.sqlite").exists()  # nothing was explained, nothing stored
+
+
+class CountingRater(TokensExplainer):
+    """Counts the explanations it is asked to rate."""
+
+    rated: list[int] = []
+
+    def rate(self, explanations, topic):
+        CountingRater.rated.append(len(explanations))
+        return super().rate(explanations, topic)
+
+
+def test_llm_scored_ratings_are_cached(tiny_folder, text_corpora, tmp_path):
+    forget, retain = text_corpora
+    registry = load_plugins()
+    registry.components["explainers"]["counting"] = ComponentSpec("counting", "test",
+                                                                  lambda **o: CountingRater())
+    opts = {"store": str(tmp_path / "e.sqlite"), "explainer": "counting", "concepts": ["def return"]}
+    config = BenchConfig(methods=["llm-scored"], model=str(tiny_folder), forget=forget, retain=retain,
+                         preset="smoke", steps=2, fraction=0.1, tokens=512, eval_tokens=256, window=64,
+                         options={"llm-scored": opts})
+    first = run_bench(config, registry=registry, progress=False, log=lambda m: None)[0]
+    asked = first.method_info["ratings_asked"]
+    assert CountingRater.rated == [asked] and asked > 1 and first.method_info["ratings_cached"] == 0
+    second = run_bench(config, registry=registry, progress=False, log=lambda m: None)[0]
+    assert CountingRater.rated == [asked]  # nothing asked again
+    assert second.method_info["ratings_cached"] == asked
+    assert [s.forget for s in second.steps] == [s.forget for s in first.steps]
+    assert second.pruned_neurons == first.pruned_neurons
+
+
+def test_explain_probes_the_statistics_windows_and_the_bench_reuses_them(tiny_folder, text_corpora,
+                                                                         tmp_path, capsys):
+    """`unlearn explain` with the bench's sizes explains from exactly the bench's statistics windows
+    (never its evaluation windows), and the bench finds every explanation under the same probe."""
+    from unlearn_core.bench import corpus_windows
+    from unlearn_core.cli import main
+    from unlearn_core.models import load_model
+
+    forget, retain = text_corpora
+    store = tmp_path / "e.sqlite"
+    sizes = ["--preset", "smoke", "--tokens", "512", "--eval-tokens", "256", "--window", "64", "--seed", "3"]
+    assert main(["explain", "--model", str(tiny_folder), "--forget", forget, "--retain", retain,
+                 "--store", str(store), "--quiet", *sizes]) == 0
+    assert "96 explanations" in capsys.readouterr().out
+    config = BenchConfig(methods=["keyword"], model=str(tiny_folder), forget=forget, retain=retain,
+                         preset="smoke", tokens=512, eval_tokens=256, window=64, seed=3, steps=1,
+                         options={"keyword": {"store": str(store), "keywords": ["def"]}})
+    record = run_bench(config, progress=False, log=lambda m: None)[0]
+    assert record.method_info["reused_from_store"] == 96 and record.method_info["explained"] == 96
+    # The probe is cut from the statistics windows only.
+    loaded = load_model(str(tiny_folder), progress=False)
+    windows = corpus_windows(config, load_plugins(), loaded.tokenizer)
+    ctx = _ctx(loaded.model)
+    ctx.forget_windows, ctx.retain_windows = windows["forget"].stats, windows["retain"].stats
+    probe = KeywordScorer(KeywordOptions()).probe_windows(ctx)
+    pieces = lambda w: {tuple(r.tolist()) for r in w[:, : w.shape[1] // 64 * 64].reshape(-1, 64)}  # noqa: E731
+    stats = pieces(windows["forget"].stats) | pieces(windows["retain"].stats)
+    evaluation = pieces(windows["forget"].eval) | pieces(windows["retain"].eval)
+    assert {tuple(r.tolist()) for r in probe} <= stats
+    assert not {tuple(r.tolist()) for r in probe} & evaluation
+    assert record.method_info["probe"]["key"] == KeywordScorer(KeywordOptions()).probe_key(probe)

@@ -269,3 +269,35 @@ def test_unreadable_import_path(store, tmp_path):
     with pytest.raises(UsageError) as e:
         store.import_jsonl(tmp_path / "latin1.jsonl", *KEY)
     assert "cannot read explanations" in _one_line_usage_error(e)
+
+
+def test_schema_1_store_migrates_and_its_explanations_are_not_reused(tmp_path):
+    """Schema 1 did not record which text built an explanation (`unlearn explain` probed evaluation
+    text): its rows are kept, under a probe no run asks for; imported rows stay usable."""
+    from unlearn_snip.store import _MIGRATIONS, IMPORTED, LEGACY
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statement in _MIGRATIONS[1]:
+        db.execute(statement)
+    db.execute("INSERT INTO schema_version VALUES (1)")
+    rows = [("fp", "mlp", "tokens", "v1", 0, 1, "the tokens 'def'", None, "explainer", "2026-01-01"),
+            ("fp", "mlp", "openai", "v1", 0, 2, "commas", 0.4, "import:x.jsonl", "2026-01-01")]
+    db.executemany("INSERT INTO explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.commit()
+    db.close()
+    with ExplanationStore(path) as store:
+        legacy = store.get("fp", "mlp", "tokens", "v1", LEGACY, [NeuronId(0, 1)])
+        assert legacy == {NeuronId(0, 1): "the tokens 'def'"}
+        assert store.missing("fp", "mlp", "tokens", "v1", "mix:abc:k5", [NeuronId(0, 1)]) == [NeuronId(0, 1)]
+        assert store.get("fp", "mlp", "openai", "v1", IMPORTED, [NeuronId(0, 2)]) == {NeuronId(0, 2): "commas"}
+        assert store.scores("fp", "mlp", "openai", "v1", IMPORTED, [NeuronId(0, 2)]) == {NeuronId(0, 2): 0.4}
+    version = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0]
+    assert version == SCHEMA_VERSION == 2
+
+
+def test_ratings_cache_many(store):
+    store.put_cached_many("rating", {"a": "1.0", "b": "2.5"})
+    assert store.get_cached_many("rating", ["a", "b", "c"]) == {"a": "1.0", "b": "2.5"}
+    assert store.get_cached_many("concepts", ["a"]) == {}
