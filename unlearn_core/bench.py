@@ -182,7 +182,8 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
             scorer = _plugin_call(method, "building the scorer", method.spec.scorer, method.options)
             pruner = (_plugin_call(method, "building the pruner", method.spec.pruner, method.options)
                       if method.spec.pruner else GlobalTopK())
-            if hasattr(scorer, "prepare"):  # on the original weights, also when resuming
+            if hasattr(scorer, "prepare") and len(record.steps) <= config.steps:
+                # On the original weights, before a resumed record's deletions are re-applied.
                 _plugin_call(method, "prepare", scorer.prepare,
                              context(0, torch.zeros(site.shape, dtype=torch.bool)))
         except _PluginError as e:

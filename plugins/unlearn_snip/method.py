@@ -203,7 +203,7 @@ class ExplainedNeurons:
         o = self.options
         if o.concepts is not None:
             return list(o.concepts)
-        samples_ids = ctx.forget_windows[: o.samples]
+        samples_ids = ctx.forget_windows[: o.samples, 1 if ctx.bos else 0:]  # text only, no BOS
         digest = hashlib.sha256(samples_ids.numpy().tobytes()).hexdigest()[:16]
         cache_key = json.dumps([ctx.forget_spec, digest, explainer_key(o.explainer, o.explainer_options),
                                 PROMPT_VERSION, o.n_concepts])
