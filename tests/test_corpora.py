@@ -132,12 +132,12 @@ def _long_docs(tmp_path, n=40, lines=400):
 
 
 def test_a_long_document_stays_on_one_side_of_the_split(tmp_path, tokenizer):
-    path = _long_docs(tmp_path)
+    path = _long_docs(tmp_path, n=4, lines=2400)  # about ten pieces a document
     for spec in (f"jsonl:{path}", f"hf:{tmp_path}"):  # shuffled pieces (local) and a stream (datasets)
         if spec.startswith("hf:"):
             path.rename(tmp_path / "train.jsonl")
         for seed in range(3):
-            w = _windows(spec, tokenizer, seed=seed, stats=4096, eval_=2048, window=64)
+            w = _windows(spec, tokenizer, seed=seed, stats=16384, eval_=8192, window=64)
             stats_docs, eval_docs = _doc_ids(tokenizer, w.stats), _doc_ids(tokenizer, w.eval)
             assert stats_docs and eval_docs
             assert not stats_docs & eval_docs, (spec, seed, stats_docs & eval_docs)
