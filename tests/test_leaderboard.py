@@ -52,7 +52,8 @@ def make(method: str = "selective", seed: int = 0, drops: tuple = SELECTIVE, opt
     def corpus(spec: str) -> dict:
         sha = hashlib.sha256(f"{spec}|{seed}|{tokens}".encode()).hexdigest()[:16]
         return {"spec": spec, "description": f"{spec} corpus", "documents": 9, "window": 256,
-                "stats_tokens": tokens, "eval_tokens": tokens, "sha256": sha}
+                "stats_tokens": tokens, "eval_tokens": tokens, "bos": False, "split": "by document",
+                "sha256": sha}
 
     config = {"methods": [method], "model": "smollm2", "forget": forget, "retain": retain, "site": "mlp",
               "preset": "cpu", "steps": steps, "fraction": 0.025, "count": None, "tokens": tokens,
@@ -115,6 +116,19 @@ def test_protocols_are_never_mixed(tmp_path):
     md = render_md(groups)
     assert md.count("\n## ") + md.startswith("## ") == 5
     assert len({row["protocol"] for row in csv.DictReader(io.StringIO(render_csv(groups)))}) == 5
+
+
+def test_runs_on_other_corpus_contents_or_splits_are_other_protocols(tmp_path):
+    """A record from before a corpus changed what it holds (description), how it splits documents or
+    whether windows start with a BOS is another experiment, whatever its seed."""
+    save(tmp_path, make("selective"))
+    for field, value in (("description", "python stdlib with codec tables"), ("split", None),
+                         ("bos", True)):
+        other = make("selective", 1)
+        other.forget[field] = value
+        save(tmp_path, other)
+    groups, _ = leaderboard([tmp_path])
+    assert len(groups) == 4
 
 
 def test_same_seed_on_other_text_is_split(tmp_path):

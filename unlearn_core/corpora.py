@@ -28,6 +28,7 @@ from torch import Tensor
 from .errors import UsageError, unknown
 
 CHUNK_CHARS = 8_000  # long documents are cut at line ends into pieces of about this size
+SPLIT = "by document"  # how windows are split (records before it split pieces of one document)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ class CorpusWindows:
         return {
             "spec": self.spec, "description": self.description, "documents": self.documents,
             "window": int(self.eval.shape[1]), "stats_tokens": int(self.stats.numel()),
-            "eval_tokens": int(self.eval.numel()), "bos": self.bos, "sha256": digest.hexdigest()[:16],
+            "eval_tokens": int(self.eval.numel()), "bos": self.bos, "split": SPLIT,
+            "sha256": digest.hexdigest()[:16],
         }
 
     def held_out_texts(self, corpora: Mapping[str, CorpusSpec]) -> Iterator[str]:

@@ -183,7 +183,10 @@ def protocol_key(r: RunRecord) -> tuple:
     count = c.get("count")
     return (r.model.get("fingerprint") or r.model.get("name") or r.model.get("spec"),
             r.site.get("name"), r.site.get("layers"), r.site.get("neurons_per_layer"),
-            r.forget.get("spec"), r.retain.get("spec"), c.get("steps"),
+            r.forget.get("spec"), r.retain.get("spec"),
+            # What the corpora hold and how they are split and windowed (issue 9 changed all three).
+            *((x.get("description"), x.get("split"), x.get("bos")) for x in (r.forget, r.retain)),
+            c.get("steps"),
             c.get("fraction") if count is None else None, count,
             r.forget.get("stats_tokens", c.get("tokens")), r.forget.get("eval_tokens", c.get("eval_tokens")),
             r.retain.get("stats_tokens", c.get("tokens")), r.retain.get("eval_tokens", c.get("eval_tokens")),
