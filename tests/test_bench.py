@@ -194,45 +194,21 @@ def test_device_is_part_of_the_run_key(tiny_folder, text_corpora):
     assert run_key(config, method) == run_key(config.model_copy(), method)
 
 
-class CountsStatisticsTokens:
-    """A method that records how many tokens its forget statistics counted."""
-
-    seen: list[int] = []
-
-    @hookimpl
-    def register_methods(self, register):
-        from unlearn_core import MethodSpec
-
-        class Scorer:
-            def __init__(self, options):
-                pass
-
-            def score(self, ctx):
-                stats = ctx.statistics("forget")
-                CountsStatisticsTokens.seen.append(stats.tokens)
-                return stats.importance("abs")
-
-        register(MethodSpec(name="counts", description="abs on forget", scorer=Scorer))
-
-
 def test_bench_windows_start_with_bos_and_statistics_leave_it_out(text_corpora, tmp_path):
     """A model whose tokenizer starts texts with a BOS (Gemma, Llama 2/3) sees one at the start of
     every window; the statistics the bench hands a method leave that position out."""
-    import copy
+    from tiny import bos_tokenizer, method_plugin, save_tiny
 
-    from tiny import tiny_model, tiny_tokenizer
-    from tokenizers import processors
+    counted = []
 
-    tok = copy.deepcopy(tiny_tokenizer())
-    tok.bos_token = "<eos>"
-    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<eos> $A",
-                                                                  special_tokens=[("<eos>", 0)])
-    folder = tmp_path / "bos-model"
-    tiny_model("llama").save_pretrained(folder)
-    tok.save_pretrained(folder)
-    CountsStatisticsTokens.seen.clear()
-    registry = load_plugins(extra=[("counts", CountsStatisticsTokens())])
+    def score(ctx):
+        stats = ctx.statistics("forget")
+        counted.append(stats.tokens)
+        return stats.importance("abs")
+
+    folder = save_tiny(tmp_path / "bos-model", tokenizer=bos_tokenizer())
+    registry = load_plugins(extra=[("counts", method_plugin("counts", score))])
     records = run_bench(_config(folder, text_corpora, methods=["counts"], steps=1), registry=registry,
                         progress=False, log=lambda m: None)
     assert records[0].forget["bos"] and records[0].retain["bos"]
-    assert CountsStatisticsTokens.seen == [8 * 63]  # 512 statistics tokens in 8 windows of 64, less BOS
+    assert counted == [8 * 63]  # 512 statistics tokens in 8 windows of 64, less the BOS

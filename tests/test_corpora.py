@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from tiny import tiny_tokenizer
+from tiny import bos_tokenizer
 
 from unlearn_core.corpora import BUILTIN_CORPORA, build_windows, parse_spec
 from unlearn_core.errors import UsageError
@@ -147,26 +147,13 @@ def test_a_long_document_stays_on_one_side_of_the_split(tmp_path, tokenizer):
             (tmp_path / "train.jsonl").rename(path)
 
 
-def _bos_tokenizer():
-    """The tiny tokenizer, putting its first special token before every text as Llama's does."""
-    import copy
-
-    from tokenizers import processors
-
-    tok = copy.deepcopy(tiny_tokenizer())  # the shared one stays as it is
-    tok.bos_token = "<eos>"
-    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<eos> $A",
-                                                                  special_tokens=[("<eos>", 0)])
-    return tok
-
-
 def test_windows_start_with_bos_where_the_tokenizer_uses_one(tokenizer):
     from unlearn_core.corpora import leading_bos
 
     assert leading_bos(tokenizer) is None
     plain = _windows("python", tokenizer, seed=4)
     assert not plain.bos and not (plain.stats[:, 0] == 0).all()
-    bos_tok = _bos_tokenizer()
+    bos_tok = bos_tokenizer()
     assert leading_bos(bos_tok) == 0
     w = _windows("python", bos_tok, seed=4)
     assert w.bos and w.identity()["bos"]

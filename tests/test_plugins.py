@@ -148,40 +148,29 @@ def test_method_that_raises_mid_run_is_named_and_the_others_finish(monkeypatch, 
     assert random.complete and not boom.complete and len(boom.steps) == 2  # step 0 and step 1 kept
 
 
-class FailsToPrepare:
-    """A method whose scorer raises while it prepares on the unpruned weights."""
-
-    @hookimpl
-    def register_methods(self, register):
-        class Scorer:
-            def __init__(self, options):
-                pass
-
-            def prepare(self, ctx):
-                assert ctx.step == 0 and not ctx.pruned.any()
-                raise OSError("explainer unreachable")
-
-            def score(self, ctx):
-                raise AssertionError("never scored")
-
-        register(MethodSpec(name="unready", description="raises in prepare", scorer=Scorer))
+def _unreachable(ctx):
+    assert ctx.step == 0 and not ctx.pruned.any()  # prepare sees the original weights
+    raise OSError("explainer unreachable")
 
 
 def test_method_that_fails_to_prepare_is_named_and_the_others_are_written(monkeypatch, capsys, tiny_folder,
                                                                         text_corpora, tmp_path):
+    from tiny import method_plugin
+
     from unlearn_core import plugins
     from unlearn_core.cli import main
     from unlearn_core.records import load_record
 
     real = plugins.load_plugins
     monkeypatch.setattr(plugins, "load_plugins",
-                        lambda only=None, extra=None: real(only, [("unready", FailsToPrepare())]))
+                        lambda only=None, extra=None: real(only, [("unready", method_plugin(
+                            "unready", score=lambda ctx: None, prepare=_unreachable))]))
     forget, retain = text_corpora
     code = main(["bench", "--method", "random,unready,selective", "--model", str(tiny_folder), "--forget",
                  forget, "--retain", retain, "--preset", "smoke", "--out", str(tmp_path), "--quiet"])
     out, err = capsys.readouterr()
     assert code == 1
-    assert err == ("unlearn: error: method 'unready' (plugin 'unready', FailsToPrepare inline) failed in "
+    assert err == ("unlearn: error: method 'unready' (plugin 'unready', Plugin inline) failed in "
                    "prepare: OSError: explainer unreachable\n")
     assert "| random" in out and "| selective" in out and "| unready" not in out
     assert all(load_record(next(tmp_path.glob(f"{m}-*.json"))).complete for m in ("random", "selective"))

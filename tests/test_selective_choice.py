@@ -8,9 +8,9 @@ the top k of I(forget) / (I(retain) + eps), and each must matter more to forget 
 
 import pytest
 import torch
-from tiny import save_tiny, tiny_model
+from tiny import method_plugin, save_tiny, tiny_model
 
-from unlearn_core import BenchConfig, MethodSpec, hookimpl, run_bench
+from unlearn_core import BenchConfig, run_bench
 from unlearn_core.adapters import resolve_site
 from unlearn_core.corpora import build_windows
 from unlearn_core.interfaces import PruneContext
@@ -68,24 +68,6 @@ def _chosen(mask):
     return set(mask.flatten().nonzero().flatten().tolist())
 
 
-class WindowSpy:
-    """Method 'spy': keeps the statistics windows the bench hands to methods; scores nothing in particular."""
-
-    seen: dict[str, torch.Tensor] = {}
-
-    @hookimpl
-    def register_methods(self, register):
-        class Scorer:
-            def __init__(self, options):
-                pass
-
-            def score(self, ctx):
-                WindowSpy.seen.update(forget=ctx.forget_windows.clone(), retain=ctx.retain_windows.clone())
-                return torch.zeros(ctx.site.shape)
-
-        register(MethodSpec(name="spy", description="keeps the windows", scorer=Scorer))
-
-
 def _disjoint_windows():
     """Forget windows use token ids 0..127 only, retain windows 128..255 only."""
     g = torch.Generator().manual_seed(3)
@@ -134,7 +116,13 @@ def test_bench_selective_step_1_deletes_the_reference_top_k(tmp_path):
     forget_spec, retain_spec = f"text:{forget_txt}", f"text:{retain_txt}"
     sizes = dict(tokens=512, eval_tokens=256, window=64, seed=5)
 
-    registry = load_plugins(extra=[("spy", WindowSpy())])
+    seen: dict[str, torch.Tensor] = {}
+
+    def spy(ctx):  # keeps the statistics windows the bench hands to methods
+        seen.update(forget=ctx.forget_windows.clone(), retain=ctx.retain_windows.clone())
+        return torch.zeros(ctx.site.shape)
+
+    registry = load_plugins(extra=[("spy", method_plugin("spy", spy))])
     loaded = load_model(str(folder), progress=False)
     stats = {role: build_windows(spec, registry.corpora, loaded.tokenizer, sizes["tokens"],
                                  sizes["eval_tokens"], sizes["window"], sizes["seed"]).stats
@@ -145,10 +133,9 @@ def test_bench_selective_step_1_deletes_the_reference_top_k(tmp_path):
 
     config = BenchConfig(methods=["selective", "spy"], model=str(folder), forget=forget_spec,
                          retain=retain_spec, preset="smoke", steps=1, count=k, **sizes)
-    WindowSpy.seen.clear()
     record, _ = run_bench(config, registry=registry, progress=False, log=lambda m: None)
     for role in ("forget", "retain"):  # the reference used the very windows the bench scored on
-        assert torch.equal(WindowSpy.seen[role], stats[role]), f"the bench scored other {role} windows"
+        assert torch.equal(seen[role], stats[role]), f"the bench scored other {role} windows"
     n = forget.shape[1]
     chosen = {layer * n + i for layer, idx in enumerate(record.pruned_neurons) for i in idx}
     assert chosen == expected, (
