@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from unlearn_core.adapters import BUILTIN_ARCHITECTURES, resolve_site
+from unlearn_core.architectures import BUILTIN_ARCHITECTURES, resolve_site
 from unlearn_core.corpora import BUILTIN_CORPORA, build_windows
 from unlearn_core.models import load_model
 from unlearn_core.stats import collect_statistics

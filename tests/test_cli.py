@@ -97,7 +97,7 @@ def test_ls_and_plugins_json(capsys):
     data = json.loads(capsys.readouterr().out)
     names = {p["name"]: p for p in data["plugins"]}
     assert names["selective"]["registered"] == {"methods": ["selective"]}
-    assert names["baselines"]["registered"] == {"methods": ["random"]}
+    assert names["random"]["registered"] == {"methods": ["random"]}
     assert "python" in names["unlearn_core"]["registered"]["corpora"]
 
 

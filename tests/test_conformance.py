@@ -89,7 +89,7 @@ class _NoDelete:
 
 class _OneTooMany(_NoDelete):
     def prune(self, ctx, scores, count):
-        from unlearn_core.pruning import GlobalTopK
+        from unlearn_core.topk import GlobalTopK
 
         return GlobalTopK().prune(ctx, scores, count + 1)
 

@@ -28,11 +28,12 @@ from unlearn_core import (
     load_plugins,
     plugins,
 )
-from unlearn_core.adapters import mlp_site, resolve_site
+from unlearn_core.architectures import resolve_site
 from unlearn_core.bench import plan_evaluations
 from unlearn_core.cli import main
 from unlearn_core.config import BenchConfig
 from unlearn_core.corpora import build_windows
+from unlearn_core.sites import mlp_site
 from unlearn_core.testing import check_method, tiny_model, tiny_tokenizer
 
 TESTS = Path(__file__).resolve().parent

@@ -19,8 +19,8 @@ import pytest
 
 from unlearn_core.errors import UsageError
 from unlearn_core.evaluate import TokenMetrics
-from unlearn_core.leaderboard import evaluation, leaderboard, main_leaderboard, protocol_key
-from unlearn_core.leaderboard_report import render_csv, render_html, render_md
+from unlearn_core.leaderboard import evaluation, leaderboard, protocol_key
+from unlearn_core.leaderboard_report import main_leaderboard, render_csv, render_html, render_md
 from unlearn_core.metrics import summarise
 from unlearn_core.plots import plot_runs
 from unlearn_core.records import RunRecord, StepRecord

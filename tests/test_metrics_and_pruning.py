@@ -4,10 +4,10 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from unlearn_core.adapters import BUILTIN_ARCHITECTURES, resolve_site
+from unlearn_core.architectures import BUILTIN_ARCHITECTURES, resolve_site
 from unlearn_core.interfaces import PruneContext
 from unlearn_core.metrics import summarise
-from unlearn_core.pruning import GlobalTopK
+from unlearn_core.topk import GlobalTopK
 
 ARCHS = {a.name: a for a in BUILTIN_ARCHITECTURES}
 

@@ -17,17 +17,17 @@ def test_builtin_methods_come_from_entry_points():
     assert registry.methods == {}  # nothing but the core when no entry point is chosen
     registry = load_plugins()
     assert registry.owner[("methods", "selective")] == "selective"
-    assert registry.owner[("methods", "random")] == "baselines"
+    assert registry.owner[("methods", "random")] == "random"
     assert registry.plugin_of("methods", "selective").package == "unlearn"
     assert registry.failed == {}
 
 
 def test_env_var_chooses_plugins(monkeypatch):
-    monkeypatch.setenv("UNLEARN_PLUGINS", "baselines")
+    monkeypatch.setenv("UNLEARN_PLUGINS", "random")
     registry = load_plugins()
     assert set(registry.methods) == {"random"}
-    monkeypatch.setenv("UNLEARN_PLUGINS", "baseline")
-    with pytest.raises(UsageError, match="did you mean 'baselines'"):
+    monkeypatch.setenv("UNLEARN_PLUGINS", "rando")
+    with pytest.raises(UsageError, match="did you mean 'random'"):
         load_plugins()
 
 
@@ -49,7 +49,7 @@ def test_duplicate_name_names_both_plugins():
         def register_methods(self, register):
             register(MethodSpec(name="random", description="again", scorer=lambda o: None))
 
-    with pytest.raises(UsageError, match="'baselines' and by 'clash'"):
+    with pytest.raises(UsageError, match="'random' and by 'clash'"):
         load_plugins(extra=[("clash", Clash())])
 
 
@@ -99,14 +99,14 @@ def test_plugins_option_chooses_plugins_over_the_env_var(monkeypatch, capsys):
     from unlearn_core.cli import main
 
     monkeypatch.setenv("UNLEARN_PLUGINS", "selective")
-    assert main(["--plugins", "baselines", "ls", "methods"]) == 0
+    assert main(["--plugins", "random", "ls", "methods"]) == 0
     out = capsys.readouterr().out
     assert "random" in out and "selective" not in out
     assert main(["--plugins", "", "plugins", "--json"]) == 0
     assert [p["name"] for p in json.loads(capsys.readouterr().out)["plugins"]] == ["unlearn_core"]
-    assert main(["--plugins", "baseline", "plugins"]) == 2
+    assert main(["--plugins", "rando", "plugins"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "did you mean 'baselines'" in err
+    assert err.count("\n") == 1 and "did you mean 'random'" in err
 
 
 class Exploding:

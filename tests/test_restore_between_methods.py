@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unlearn_core import BenchConfig, MethodSpec, hookimpl, run_bench
-from unlearn_core.adapters import resolve_site
+from unlearn_core.architectures import resolve_site
 from unlearn_core.models import load_model
 from unlearn_core.plugins import load_plugins
 

@@ -11,12 +11,12 @@ import torch
 from tiny import method_plugin, save_tiny, tiny_model
 
 from unlearn_core import BenchConfig, run_bench
-from unlearn_core.adapters import resolve_site
+from unlearn_core.architectures import resolve_site
 from unlearn_core.corpora import build_windows
 from unlearn_core.interfaces import PruneContext
 from unlearn_core.models import load_model
 from unlearn_core.plugins import load_plugins
-from unlearn_core.pruning import GlobalTopK
+from unlearn_core.topk import GlobalTopK
 
 EPS = 1e-6  # SelectiveOptions.eps default
 

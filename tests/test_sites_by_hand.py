@@ -19,7 +19,7 @@ import pytest
 import torch
 from tiny import TINY_CONFIGS, tiny_model
 
-from unlearn_core.adapters import BUILTIN_ARCHITECTURES, resolve_site
+from unlearn_core.architectures import BUILTIN_ARCHITECTURES, resolve_site
 
 ARCHS = {a.name: a for a in BUILTIN_ARCHITECTURES}
 GATED = {"llama", "llama-bias", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"}

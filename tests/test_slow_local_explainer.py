@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from unlearn_core.adapters import BUILTIN_ARCHITECTURES, resolve_site
+from unlearn_core.architectures import BUILTIN_ARCHITECTURES, resolve_site
 from unlearn_core.corpora import BUILTIN_CORPORA, build_windows
 from unlearn_snip.activations import top_activations
 from unlearn_snip.explainers import LocalExplainer

@@ -5,11 +5,11 @@ import torch
 from tiny import tiny_model, tiny_tokenizer
 
 from unlearn_core import BenchConfig, ComponentSpec, run_bench
-from unlearn_core.adapters import BUILTIN_ARCHITECTURES, resolve_site
+from unlearn_core.architectures import BUILTIN_ARCHITECTURES, resolve_site
 from unlearn_core.interfaces import PruneContext
 from unlearn_core.models import fingerprint
 from unlearn_core.plugins import load_plugins
-from unlearn_core.pruning import GlobalTopK
+from unlearn_core.topk import GlobalTopK
 from unlearn_snip.activations import top_activations
 from unlearn_snip.explainers import TokensExplainer
 from unlearn_snip.method import KeywordOptions, KeywordScorer, SnipOptions, SnipScorer

@@ -16,11 +16,11 @@ import torch
 from tiny import tiny_model, tiny_tokenizer
 
 from unlearn_core import BenchConfig, ComponentSpec, hookimpl, run_bench
-from unlearn_core.adapters import resolve_site
+from unlearn_core.architectures import resolve_site
 from unlearn_core.interfaces import PruneContext
 from unlearn_core.models import fingerprint
 from unlearn_core.plugins import load_plugins
-from unlearn_core.pruning import GlobalTopK
+from unlearn_core.topk import GlobalTopK
 from unlearn_snip.method import SnipOptions, SnipScorer
 from unlearn_snip.types import Embedder, Explainer, NeuronId, NeuronRecords
 

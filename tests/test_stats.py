@@ -4,7 +4,7 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from unlearn_core.adapters import BUILTIN_ARCHITECTURES, resolve_site
+from unlearn_core.architectures import BUILTIN_ARCHITECTURES, resolve_site
 from unlearn_core.stats import IMPORTANCES, NeuronStatistics, collect_statistics
 
 ARCHS = {a.name: a for a in BUILTIN_ARCHITECTURES}

@@ -3,62 +3,67 @@
     from unlearn_core import BenchConfig, run_bench
     records = run_bench(BenchConfig(methods=["selective", "random"]), out="results")
 
-Flow: validate everything (methods, options, corpora, numbers, and the schedule against the
-model's config) -> load the model -> build disjoint statistics/evaluation windows -> evaluate the
-unpruned model once -> for each method: restore the original weights, let the scorer prepare on
-them, re-apply the deletions of a record being resumed, then `steps` times score, prune,
-evaluate, and write the record. A record whose run was interrupted is picked up at its last
-finished step.
+It reads top to bottom as three steps:
+1. `plan_methods`: every method name and option is checked before anything heavy loads;
+2. `prepare`: check the corpora, site, evaluations and schedule (against the model's config), load
+   the model, build disjoint statistics/evaluation windows, prepare the evaluations. Plugin
+   commands (e.g. `unlearn explain`) reuse it, so they see the bench's exact model and windows;
+3. `run_method`, per method: restore the original weights, let the scorer prepare on them, re-apply
+   the deletions of a record being resumed, then `steps` times score, prune, evaluate and save the
+   record (once per step). The unpruned model is evaluated once, for all methods.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ValidationError
+from torch import Tensor
 
-from .adapters import delete_mask, resolve_site, restore, snapshot
+from .architectures import resolve_site
 from .config import BenchConfig
 from .corpora import CorpusWindows, build_windows, parse_spec
-from .errors import MethodFailed, UsageError, unknown
-from .evaluate import TokenMetrics, evaluate_tokens
-from .interfaces import EvalContext, MethodSpec, PruneContext
+from .errors import MethodFailed, UsageError, one_line, unknown_name
+from .evaluate import evaluate_tokens
+from .interfaces import EvalContext, Evaluation, MethodSpec, PruneContext
 from .metrics import summarise
-from .models import check_model_spec, empty_model, load_config, load_model
-from .plugins import Registry, _one_line, load_plugins
-from .pruning import GlobalTopK
-from .records import RunRecord, StepRecord, environment, library_versions, load_record, save_record
+from .models import LoadedModel, check_model_spec, empty_model, load_config, load_model
+from .plugins import Registry, load_plugins
+from .protocol import Protocol, run_key
+from .records import (
+    CorpusInfo,
+    EvaluationInfo,
+    ModelInfo,
+    PluginRef,
+    RunRecord,
+    SiteInfo,
+    StepRecord,
+    environment,
+    library_versions,
+    load_record,
+    save_record,
+)
+from .sites import NeuronSite, delete_mask, restore, snapshot
+from .topk import GlobalTopK
 
 
 @dataclass
 class PlannedMethod:
     spec: MethodSpec
     options: BaseModel
-    plugin: dict[str, str]
+    plugin: PluginRef
 
 
-def plan(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
-    """Check every name and option before anything heavy is loaded."""
-    check_model_spec(config.model)
-    for spec in (config.forget, config.retain):
-        corpus, argument = parse_spec(spec, registry.corpora)
-        if corpus.check is not None:
-            corpus.check(argument)
-    known_sites = {s for a in registry.architectures.values() for s in a.sites}
-    if config.site not in known_sites:
-        raise UsageError(f"unknown neuron site '{config.site}'; choose from: {', '.join(sorted(known_sites))}")
-    harnesses = [e for e in config.evals if e != "tokens"]
-    for name in harnesses:
-        if name not in registry.evaluations:
-            raise unknown("evaluation", name, ["tokens", *registry.evaluations])
+def plan_methods(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
+    """Every method of --method with validated options, before anything heavy is loaded."""
+    if not config.methods:
+        raise UsageError("name at least one method (--method)")
     for name in config.options:
-        if name not in config.methods and name not in harnesses:
+        if name not in config.methods and name not in config.evals:
             raise UsageError(f"options given for '{name}', which is not in --method or --eval")
     for name in config.references:
         if name not in config.methods:
@@ -69,10 +74,13 @@ def plan(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
         options = _options(spec.options, name, config)
         if spec.check is not None:
             spec.check(options, registry.components)
-        info = registry.plugin_of("methods", name)
-        planned.append(PlannedMethod(spec, options, {"name": info.name, "package": info.package,
-                                                     "version": info.version}))
+        planned.append(PlannedMethod(spec, options, plugin_ref(registry, "methods", name)))
     return planned
+
+
+def plugin_ref(registry: Registry, kind: str, name: str) -> PluginRef:
+    info = registry.plugin_of(kind, name)
+    return PluginRef(name=info.name, package=info.package, version=info.version)
 
 
 def _options(model: type[BaseModel], name: str, config: BenchConfig) -> BaseModel:
@@ -93,23 +101,116 @@ def plan_schedule(config: BenchConfig, registry: Registry) -> list[int]:
 
 def plan_evaluations(config: BenchConfig, registry: Registry) -> dict[str, BaseModel]:
     """Validated options of every harness in --eval besides 'tokens' (which always runs)."""
+    for name in config.evals:
+        if name != "tokens" and name not in registry.evaluations:
+            raise unknown_name("evaluation", name, ["tokens", *registry.evaluations])
     return {name: _options(registry.evaluations[name].options, name, config)
             for name in config.evals if name != "tokens"}
 
 
-def run_key(config: BenchConfig, method: PlannedMethod) -> str:
-    """Runs with the same key are the same experiment: a record with it is resumed, not redone."""
-    cfg = config.model_dump(exclude={"methods", "options", "references"})
-    harness_options = {k: v for k, v in config.options.items() if k in config.evals}
-    blob = json.dumps({"config": cfg, "method": method.spec.name, "evaluations": harness_options,
-                       "options": method.options.model_dump(mode="json")}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+@dataclass
+class Prepared:
+    """What every method of a bench shares: the loaded model and its site, the windows, the
+    schedule and the prepared evaluations. `original` holds the unpruned weights of the site."""
+
+    config: BenchConfig
+    registry: Registry
+    loaded: LoadedModel
+    site: NeuronSite
+    windows: dict[str, CorpusWindows]
+    schedule: list[int]
+    evaluations: dict[str, Evaluation]
+    evaluation_info: dict[str, EvaluationInfo]
+    original: dict[str, Tensor]
+    model_info: ModelInfo
+    load_seconds: float
+    progress: bool = True
+    _base: StepRecord | None = field(default=None, repr=False)
+
+    def context(self, step: int, pruned: Tensor) -> PruneContext:
+        """What a scorer or pruner sees at `step` (0: preparing on the unpruned weights)."""
+        c = self.config
+        return PruneContext(self.loaded.model, self.site, self.windows["forget"].stats,
+                            self.windows["retain"].stats, pruned, step, c.seed, c.batch_size,
+                            self.progress, tokenizer=self.loaded.tokenizer,
+                            model_fingerprint=self.model_info.fingerprint, forget_spec=c.forget,
+                            retain_spec=c.retain, components=self.registry.components,
+                            bos=self.windows["forget"].bos)
+
+    def evaluate(self, step: int, pruned: int, desc: str, started: float) -> StepRecord:
+        """Every evaluation of the current weights, as the record of `step`."""
+        forget, retain = (evaluate_tokens(self.loaded.model, self.windows[r].eval, self.config.batch_size,
+                                          progress=self.progress, desc=f"{desc} eval {r}")
+                          for r in ("forget", "retain"))
+        others = {name: e.evaluate(self.loaded.model) for name, e in self.evaluations.items()}
+        return StepRecord(step=step, pruned=pruned, pruned_fraction=pruned / self.site_neurons,
+                          forget=forget, retain=retain, seconds=round(time.perf_counter() - started, 2),
+                          evaluations=others)
+
+    def base(self) -> StepRecord:
+        """Step 0: the unpruned model, evaluated once for all methods."""
+        if self._base is None:
+            restore(self.site, self.original)
+            self._base = self.evaluate(0, 0, "base", time.perf_counter())
+        return self._base.model_copy()
+
+    @property
+    def site_neurons(self) -> int:
+        return self.site.n_layers * self.site.n_neurons
+
+    def new_record(self, method: PlannedMethod) -> RunRecord:
+        c, site = self.config, self.site
+        return RunRecord(
+            method=method.spec.name, plugin=method.plugin, options=method.options.model_dump(mode="json"),
+            config=c, model=self.model_info,
+            site=SiteInfo(name=site.name, layers=site.n_layers, neurons_per_layer=site.n_neurons,
+                          schedule=self.schedule),
+            forget=CorpusInfo(**self.windows["forget"].identity()),
+            retain=CorpusInfo(**self.windows["retain"].identity()),
+            evaluations=self.evaluation_info, seed=c.seed, versions=library_versions(),
+            environment=environment(), timings={"load_model": round(self.load_seconds, 2)})
+
+
+def prepare(config: BenchConfig, registry: Registry | None = None, progress: bool = True,
+            log=lambda msg: None) -> Prepared:
+    """Check the setup, then load the model, build the windows and prepare the evaluations."""
+    registry = registry or load_plugins()
+    check_model_spec(config.model)
+    for spec in (config.forget, config.retain):
+        corpus, argument = parse_spec(spec, registry.corpora)
+        if corpus.check is not None:
+            corpus.check(argument)
+    known_sites = {s for a in registry.architectures.values() for s in a.sites}
+    if config.site not in known_sites:
+        raise UsageError(f"unknown neuron site '{config.site}'; choose from: {', '.join(sorted(known_sites))}")
+    eval_options = plan_evaluations(config, registry)
+    schedule = plan_schedule(config, registry)
+
+    torch.manual_seed(config.seed)
+    t0 = time.perf_counter()
+    log(f"loading model {config.model}")
+    loaded = load_model(config.model, device=config.device, progress=progress)
+    site = resolve_site(loaded.model, config.site, registry.architectures)
+    load_seconds = time.perf_counter() - t0
+    if config.schedule(site.n_layers * site.n_neurons) != schedule:
+        raise UsageError(f"model '{config.model}' has {site.n_layers * site.n_neurons} '{config.site}' "
+                         "neurons, not what its config said")
+    windows = corpus_windows(config, registry, loaded.tokenizer, log)
+    eval_ctx = EvalContext(loaded.model, loaded.tokenizer, config.seed, config.batch_size, progress,
+                           config.forget, config.retain, registry.corpora, windows)
+    evaluations = {name: registry.evaluations[name].prepare(options, eval_ctx)
+                   for name, options in eval_options.items()}
+    info = {name: EvaluationInfo(options=options.model_dump(mode="json"),
+                                 figures=list(registry.evaluations[name].figures),
+                                 plugin=plugin_ref(registry, "evaluations", name))
+            for name, options in eval_options.items()}
+    return Prepared(config, registry, loaded, site, windows, schedule, evaluations, info,
+                    snapshot(site), ModelInfo(**loaded.identity()), load_seconds, progress)
 
 
 def corpus_windows(config: BenchConfig, registry: Registry, tokenizer, log=lambda msg: None
                    ) -> dict[str, CorpusWindows]:
-    """The forget and retain corpora's statistics and evaluation windows, as every bench with this
-    configuration builds them (`unlearn explain` uses the same ones, to probe statistics text)."""
+    """The forget and retain corpora's statistics and evaluation windows for this configuration."""
     windows = {}
     for role, spec in (("forget", config.forget), ("retain", config.retain)):
         windows[role] = build_windows(spec, registry.corpora, tokenizer, config.tokens,
@@ -123,122 +224,73 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
               progress: bool = True, log=None) -> list[RunRecord]:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     registry = registry or load_plugins()
-    planned = plan(config, registry)
-    eval_options = plan_evaluations(config, registry)
-    schedule = plan_schedule(config, registry)
-    torch.manual_seed(config.seed)
-    t0 = time.perf_counter()
-
-    log(f"loading model {config.model}")
-    loaded = load_model(config.model, device=config.device, progress=progress)
-    site = resolve_site(loaded.model, config.site, registry.architectures)
-    model_identity = loaded.identity()
-    load_s = time.perf_counter() - t0
-    windows = corpus_windows(config, registry, loaded.tokenizer, log)
-    original = snapshot(site)
-    total = site.n_layers * site.n_neurons
-    if config.schedule(total) != schedule:
-        raise UsageError(f"model '{config.model}' has {total} '{config.site}' neurons, not what its "
-                         "config said")
-
-    eval_ctx = EvalContext(loaded.model, loaded.tokenizer, config.seed, config.batch_size, progress,
-                           config.forget, config.retain, registry.corpora, windows)
-    harnesses = {name: registry.evaluations[name].prepare(options, eval_ctx)
-                 for name, options in eval_options.items()}
-
-    def evaluate(desc: str) -> tuple[TokenMetrics, TokenMetrics, dict]:
-        forget, retain = (evaluate_tokens(loaded.model, windows[r].eval, config.batch_size,
-                                          progress=progress, desc=f"{desc} eval {r}")
-                          for r in ("forget", "retain"))
-        return forget, retain, {name: h.evaluate(loaded.model) for name, h in harnesses.items()}
-
-    base: StepRecord | None = None  # the unpruned model, evaluated once for all methods
+    planned = plan_methods(config, registry)
+    prepared = prepare(config, registry, progress, log)
     records, failures = [], []
     for method in planned:
-        restore(site, original)
-        path = Path(out) / f"{method.spec.name}-{run_key(config, method)}.json" if out else None
-        record = _resume(path, model_identity, windows)
-        if record is None:
-            record = RunRecord(
-                method=method.spec.name, plugin=method.plugin,
-                options=method.options.model_dump(mode="json"), config=config.model_dump(mode="json"),
-                model=model_identity,
-                site={"name": site.name, "layers": site.n_layers, "neurons_per_layer": site.n_neurons,
-                      "schedule": schedule},
-                forget=windows["forget"].identity(), retain=windows["retain"].identity(),
-                seed=config.seed, versions=library_versions(), environment=environment(),
-                timings={"load_model": round(load_s, 2)},
-            )
-        record.reference = config.references.get(method.spec.name) or record.reference
-
-        def context(step: int, pruned: torch.Tensor) -> PruneContext:
-            return PruneContext(loaded.model, site, windows["forget"].stats, windows["retain"].stats,
-                                pruned, step, config.seed, config.batch_size, progress,
-                                tokenizer=loaded.tokenizer, model_fingerprint=model_identity["fingerprint"],
-                                forget_spec=config.forget, retain_spec=config.retain,
-                                components=registry.components, bos=windows["forget"].bos)
-
         try:
-            scorer = _plugin_call(method, "building the scorer", method.spec.scorer, method.options)
-            pruner = (_plugin_call(method, "building the pruner", method.spec.pruner, method.options)
-                      if method.spec.pruner else GlobalTopK())
-            if hasattr(scorer, "prepare") and len(record.steps) <= config.steps:
-                # On the original weights, before a resumed record's deletions are re-applied.
-                _plugin_call(method, "prepare", scorer.prepare,
-                             context(0, torch.zeros(site.shape, dtype=torch.bool)))
-        except _PluginError as e:
+            records.append(run_method(prepared, method, Path(out) if out else None, log))
+        except _PluginError as e:  # finished steps stay saved; the other methods still run
             failures.append(str(e))
             log(f"{method.spec.name}: failed; going on with the other methods")
-            continue
-        pruned = _pruned_from(record, site.shape)
-        delete_mask(site, pruned)
-        if not record.steps:
-            if base is None:
-                t = time.perf_counter()
-                forget, retain, others = evaluate("base")
-                base = StepRecord(step=0, pruned=0, pruned_fraction=0.0, forget=forget, retain=retain,
-                                  seconds=round(time.perf_counter() - t, 2), evaluations=others)
-            record.steps.append(base.model_copy())
-        elif len(record.steps) < config.steps + 1:
-            log(f"{method.spec.name}: resuming after step {len(record.steps) - 1}")
-        for step in range(len(record.steps), config.steps + 1):
-            t = time.perf_counter()
-            ctx = context(step, pruned)
-            count = schedule[step - 1] - int(pruned.sum())
-            try:
-                scores = _plugin_call(method, f"score at step {step}", scorer.score, ctx)
-                pruned = _plugin_call(method, f"prune at step {step}", pruner.prune, ctx, scores, count)
-                if hasattr(scorer, "info"):
-                    record.method_info = _plugin_call(method, f"info at step {step}", scorer.info)
-            except _PluginError as e:  # finished steps stay saved; the other methods still run
-                failures.append(str(e))
-                log(f"{method.spec.name}: failed at step {step}; going on with the other methods")
-                break
-            forget, retain, others = evaluate(f"{method.spec.name} step {step}")
-            n = int(pruned.sum())
-            record.steps.append(StepRecord(step=step, pruned=n, pruned_fraction=n / total,
-                                           forget=forget, retain=retain,
-                                           seconds=round(time.perf_counter() - t, 2), evaluations=others))
-            record.pruned_neurons = _indices(pruned)
-            _finish(record, config)
-            if path:
-                save_record(record, path)
-            log(f"{method.spec.name} step {step}/{config.steps}: pruned {n / total:.1%}, "
-                f"forget top-1 {forget.top1:.3f}, retain top-1 {retain.top1:.3f}")
-        else:  # every step ran (no break): the record is finished
-            _finish(record, config)
-            if path:
-                save_record(record, path)
-            records.append(record)
-    restore(site, original)
-    if out:
+    restore(prepared.site, prepared.original)
+    if out and records:
         from .plots import plot_runs
 
-        plot_runs(records, Path(out), prefix=_protocol_prefix(config),
+        plot_runs(records, Path(out), prefix=f"plots-{Protocol.of(records[0]).key[:8]}-",
                   references=[(r.reference or {}).get("selectivity") for r in records])
     if failures:
         raise MethodFailed(failures, records)
     return records
+
+
+def run_method(prepared: Prepared, method: PlannedMethod, out: Path | None, log=lambda msg: None
+               ) -> RunRecord:
+    """Run (or resume) one method to its last step, saving the record after every step.
+
+    Raises _PluginError when the method's own code fails; the steps it finished stay saved."""
+    config, site, schedule = prepared.config, prepared.site, prepared.schedule
+    restore(site, prepared.original)
+    record = prepared.new_record(method)
+    path = out / f"{method.spec.name}-{run_key(record)}.json" if out else None
+    record = _resume(path) or record
+    reference = config.references.get(method.spec.name) or record.reference
+    changed = reference != record.reference
+    record.reference = reference
+
+    scorer = _plugin_call(method, "building the scorer", method.spec.scorer, method.options)
+    pruner = (_plugin_call(method, "building the pruner", method.spec.pruner, method.options)
+              if method.spec.pruner else GlobalTopK())
+    if hasattr(scorer, "prepare") and len(record.steps) <= config.steps:
+        # On the original weights, before a resumed record's deletions are re-applied.
+        _plugin_call(method, "prepare", scorer.prepare,
+                     prepared.context(0, torch.zeros(site.shape, dtype=torch.bool)))
+    if not record.steps:
+        record.steps.append(prepared.base())
+    elif len(record.steps) < config.steps + 1:
+        log(f"{method.spec.name}: resuming after step {len(record.steps) - 1}")
+    pruned = _pruned_from(record, site.shape)
+    delete_mask(site, pruned)
+    for step in range(len(record.steps), config.steps + 1):
+        started = time.perf_counter()
+        ctx = prepared.context(step, pruned)
+        count = schedule[step - 1] - int(pruned.sum())
+        scores = _plugin_call(method, f"score at step {step}", scorer.score, ctx)
+        pruned = _plugin_call(method, f"prune at step {step}", pruner.prune, ctx, scores, count)
+        if hasattr(scorer, "info"):
+            record.method_info = _plugin_call(method, f"info at step {step}", scorer.info)
+        result = prepared.evaluate(step, int(pruned.sum()), f"{method.spec.name} step {step}", started)
+        record.steps.append(result)
+        record.pruned_neurons = _indices(pruned)
+        _finish(record, config)
+        if path:
+            save_record(record, path)
+        changed = False
+        log(f"{method.spec.name} step {step}/{config.steps}: pruned {result.pruned_fraction:.1%}, "
+            f"forget top-1 {result.forget.top1:.3f}, retain top-1 {result.retain.top1:.3f}")
+    if changed and path:  # a finished record given a new --reference
+        save_record(record, path)
+    return record
 
 
 class _PluginError(Exception):
@@ -253,14 +305,8 @@ def _plugin_call(method: PlannedMethod, what: str, fn, *args):
         raise
     except Exception as e:
         p = method.plugin
-        raise _PluginError(f"method '{method.spec.name}' (plugin '{p['name']}', {p['package']} {p['version']}) "
-                           f"failed in {what}: {_one_line(e)}") from e
-
-
-def _protocol_prefix(config: BenchConfig) -> str:
-    """Plots of different protocols sharing one --out folder must not overwrite each other."""
-    cfg = config.model_dump(exclude={"methods", "options", "device", "batch_size", "references"})
-    return "plots-" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8] + "-"
+        raise _PluginError(f"method '{method.spec.name}' (plugin '{p.name}', {p.package} {p.version}) "
+                           f"failed in {what}: {one_line(e)}") from e
 
 
 def _finish(record: RunRecord, config: BenchConfig) -> None:
@@ -281,17 +327,11 @@ def _pruned_from(record: RunRecord, shape: tuple[int, int]) -> torch.Tensor:
     return mask
 
 
-def _resume(path: Path | None, model_identity: dict, windows: dict) -> RunRecord | None:
-    """The record at `path` if it belongs to this exact run (same weights and windows)."""
+def _resume(path: Path | None) -> RunRecord | None:
+    """The record at `path`: the same protocol, method, options, seed and device (see run_key)."""
     if path is None or not path.exists():
         return None
     try:
-        record = load_record(path)
+        return load_record(path)
     except (ValueError, OSError) as e:
         raise UsageError(f"cannot resume from {path}: {e}; move it away to start over") from None
-    same = (record.model.get("fingerprint") == model_identity["fingerprint"]
-            and record.forget.get("sha256") == windows["forget"].identity()["sha256"]
-            and record.retain.get("sha256") == windows["retain"].identity()["sha256"])
-    if not same:
-        raise UsageError(f"{path} holds a run on other weights or windows; move it away to start over")
-    return record

@@ -162,7 +162,7 @@ def _print_tables(records) -> None:
 
 
 def _leaderboard(args) -> int:
-    from .leaderboard import main_leaderboard
+    from .leaderboard_report import main_leaderboard
 
     return main_leaderboard(args.dirs, fmt=args.format, sort=args.sort, out=args.out)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import UsageError, unknown
+from .errors import UsageError, unknown_name
 from .models import DEFAULT_MODEL
 
 # Schedule and sizes; any of them can be overridden one by one.
@@ -24,7 +24,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    methods: list[str] = Field(min_length=1)
+    methods: list[str] = Field(default_factory=list)  # run_bench needs one; `unlearn explain` none
     model: str = DEFAULT_MODEL
     forget: str = "python"
     retain: str = "shakespeare"
@@ -48,7 +48,7 @@ class BenchConfig(BaseModel):
     @classmethod
     def _known_preset(cls, v: str) -> str:
         if v not in PRESETS:
-            raise unknown("preset", v, PRESETS)
+            raise unknown_name("preset", v, PRESETS)
         return v
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import UsageError, unknown
+from .errors import UsageError, unknown_name
 
 CHUNK_CHARS = 8_000  # long documents are cut at line ends into pieces of about this size
 SPLIT = "by document"  # how windows are split (records before it split pieces of one document)
@@ -88,7 +88,7 @@ def parse_spec(spec: str, corpora: Mapping[str, CorpusSpec]) -> tuple[CorpusSpec
     """'name' or 'name:argument' -> (CorpusSpec, argument), validated without reading data."""
     name, _, argument = spec.partition(":")
     if name not in corpora:
-        raise unknown("corpus", name, corpora)
+        raise unknown_name("corpus", name, corpora)
     corpus = corpora[name]
     if corpus.argument and not argument:
         raise UsageError(f"corpus '{name}' needs an argument: {name}:{corpus.argument}")
@@ -283,7 +283,7 @@ def jsonl_file(argument: str | None, seed: int) -> list[Piece]:
     return shuffled_pieces(texts, seed)
 
 
-def huggingface(argument: str | None, seed: int, *, text_fields=("text", "content", "code"),
+def huggingface_documents(argument: str | None, seed: int, *, text_fields=("text", "content", "code"),
                 keep: Callable[[dict], bool] | None = None) -> Iterator[str]:
     """Stream `NAME[:config][:split]` with `datasets`, shuffled through a bounded buffer."""
     import datasets
@@ -305,7 +305,7 @@ def huggingface(argument: str | None, seed: int, *, text_fields=("text", "conten
 
 
 def _preset(argument: str, **kw) -> Callable[[str | None, int], Iterator[str]]:
-    return lambda _arg, seed: huggingface(argument, seed, **kw)
+    return lambda _arg, seed: huggingface_documents(argument, seed, **kw)
 
 
 def _not_github(row: dict) -> bool:
@@ -324,7 +324,7 @@ BUILTIN_CORPORA: tuple[CorpusSpec, ...] = (
     CorpusSpec("jsonl", "a local JSON-lines file; FIELD defaults to 'text'", jsonl_file,
                "PATH[:FIELD]", check=_jsonl_path),
     CorpusSpec("hf", "a Hugging Face dataset, streamed (needs network unless local)",
-               huggingface, "NAME[:CONFIG][:SPLIT]"),
+               huggingface_documents, "NAME[:CONFIG][:SPLIT]"),
     CorpusSpec("pile", "The Pile without GitHub (monology/pile-uncopyrighted; network)",
                _preset("monology/pile-uncopyrighted", keep=_not_github)),
     CorpusSpec("github-code", "codeparrot/github-code-clean, all languages (network)",

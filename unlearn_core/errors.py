@@ -28,8 +28,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def unknown(kind: str, name: str, choices: Iterable[str]) -> UsageError:
+def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UsageError:
     """UsageError for an unknown name, naming the valid choices and the closest one."""
     choices = sorted(choices)
     valid = ", ".join(choices) if choices else "none installed"
     return UsageError(f"unknown {kind} '{name}'{did_you_mean(name, choices)}; choose from: {valid}")
+
+
+def one_line(e: BaseException) -> str:
+    """'Type: first line of the message', what a user sees of an exception raised in plugin code."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

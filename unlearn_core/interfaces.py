@@ -1,74 +1,22 @@
-"""The seams a plugin codes against: neuron sites, scorers, pruners and method specs.
+"""The seams a method or evaluation plugin codes against: contexts, scorers, pruners and specs.
 
-Shapes: L = layers of a site, N = neurons per layer, B = batch, T = tokens per window.
-A neuron is addressed as (layer, index); scores and masks are [L, N] tensors.
+Shapes: L = layers of a site, N = neurons per layer, W = windows, T = tokens per window.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from .stats import NeuronStatistics
-
-# Called with a site's activations [B, T, N] (or [B*T, N], as OPT's MLP flattens tokens);
-# returning a tensor of the same shape replaces them.
-ActivationHook = Callable[[Tensor], "Tensor | None"]
-
-
-class NeuronSite(ABC):
-    """A named set of neurons in every layer (e.g. 'mlp': feed-forward middle neurons).
-
-    A site knows where its activations live and how to delete a neuron from the weights.
-    New sites (attention 'value', 'pre-out') implement the same four members.
-    """
-
-    name: str
-    n_layers: int
-    n_neurons: int
-
-    @abstractmethod
-    def register_hook(self, layer: int, fn: ActivationHook) -> torch.utils.hooks.RemovableHandle:
-        """Call `fn` with this layer's activations [..., N] on every forward."""
-
-    @abstractmethod
-    def delete(self, layer: int, neurons: Tensor) -> None:
-        """Make `neurons` (int [k]) of `layer` inert by zeroing the weights that carry them."""
-
-    @abstractmethod
-    def parameters(self) -> dict[str, nn.Parameter]:
-        """Every parameter `delete` may write to, by name: what a snapshot must keep."""
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.n_layers, self.n_neurons)
-
-    @contextmanager
-    def hooks(self, make_hook: Callable[[int], ActivationHook]) -> Iterator[None]:
-        """`make_hook(layer)` on every layer for the duration of a `with` block."""
-        handles = [self.register_hook(layer, make_hook(layer)) for layer in range(self.n_layers)]
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Which `config.model_type`s an adapter handles and how to build each of their sites."""
-
-    name: str
-    model_types: tuple[str, ...]
-    sites: Mapping[str, Callable[[nn.Module], NeuronSite]]
+from .corpora import CorpusWindows, parse_spec, texts
+from .records import Figure
+from .sites import NeuronSite
+from .stats import NeuronStatistics, collect_statistics
 
 
 @dataclass
@@ -97,8 +45,6 @@ class PruneContext:
 
     def statistics(self, corpus: str) -> NeuronStatistics:
         """freq/abs/rms/std of every neuron on 'forget' or 'retain', on the current weights."""
-        from .stats import collect_statistics
-
         windows = {"forget": self.forget_windows, "retain": self.retain_windows}[corpus]
         return collect_statistics(
             self.model, self.site, windows, batch_size=self.batch_size,
@@ -181,13 +127,11 @@ class EvalContext:
     forget_spec: str = ""
     retain_spec: str = ""
     corpora: Mapping[str, Any] = field(default_factory=dict)  # name -> CorpusSpec
-    windows: Mapping[str, Any] = field(default_factory=dict)  # 'forget'/'retain' -> CorpusWindows
+    windows: Mapping[str, CorpusWindows] = field(default_factory=dict)  # 'forget'/'retain'
 
     def texts(self, spec: str) -> Iterable[str]:
         """The texts of corpus `spec`; for the forget or retain corpus, without the documents of its
         statistics windows, so an evaluation never measures text that chose neurons."""
-        from .corpora import parse_spec, texts
-
         for windows in self.windows.values():
             if windows.spec == spec:
                 return windows.held_out_texts(self.corpora)
@@ -207,9 +151,14 @@ class Evaluation(Protocol):
 @dataclass(frozen=True)
 class EvaluationSpec:
     """What an evaluation plugin registers: `prepare(options, ctx)` builds the items, loads a
-    classifier, ... once, and returns an `Evaluation`."""
+    classifier, ... once, and returns an `Evaluation`.
+
+    `figures` are its headline numbers: each names a key of the result and which direction is
+    better. Records carry them, and the bench table, leaderboard and plots show a column (base and
+    final) and a curve for each, with no change to the core."""
 
     name: str
     description: str
     prepare: Callable[[BaseModel, EvalContext], Evaluation]
     options: type[BaseModel] = NoOptions
+    figures: tuple[Figure, ...] = ()

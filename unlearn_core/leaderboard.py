@@ -1,7 +1,7 @@
 """The leaderboard: every run record under some folders, grouped by protocol, one row per method.
 
-    from unlearn_core.leaderboard import main_leaderboard
-    main_leaderboard(["results"], fmt="md", sort="selectivity", out=None)
+    from unlearn_core.leaderboard import leaderboard
+    groups, skipped = leaderboard(["results"], sort="selectivity")   # rendered by leaderboard_report
 
 Runs are ranked only against runs of the same protocol: same weights (model fingerprint), neuron
 site, forget and retain corpus, schedule (steps x fraction or count) and token budgets. The seed
@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import UsageError, unknown
+from .errors import UsageError, unknown_name
 from .metrics import summarise
-from .records import SCHEMA_VERSION, RunRecord, write_atomic
+from .records import SCHEMA_VERSION, RunRecord
 
 FORMATS = ("md", "html", "csv")
 
@@ -316,39 +315,9 @@ def leaderboard(paths: list[str | Path], sort: str = "selectivity"
                 ) -> tuple[list[Group], list[tuple[Path, str]]]:
     """The groups, their rows sorted by `sort`, and the files skipped with the reason why."""
     if sort not in SORT_KEYS:
-        raise unknown("sort column", sort, SORT_KEYS)
+        raise unknown_name("sort column", sort, SORT_KEYS)
     runs, skipped = load_runs(paths)
     groups = group_runs(runs)
     for g in groups:
         g.rows = build_rows(g, sort)
     return groups, skipped
-
-
-def main_leaderboard(dirs: list[str], fmt: str | None = None, sort: str = "selectivity",
-                     out: str | None = None) -> int:
-    """`unlearn leaderboard DIR... [--format md|html|csv] [--sort COLUMN] [--out FILE]`.
-
-    Without --format the format follows --out's suffix (.html, .csv), else markdown. Skipped
-    files go to stderr, one line each; the table goes to `out` (written atomically) or stdout.
-    """
-    if fmt is None:
-        suffix = Path(out).suffix.lower() if out else ""
-        fmt = {".html": "html", ".htm": "html", ".csv": "csv"}.get(suffix, "md")
-    if fmt not in FORMATS:
-        raise unknown("format", fmt, FORMATS)
-    groups, skipped = leaderboard(dirs, sort)
-    for path, reason in skipped:
-        print(f"unlearn: skipped {path}: {reason}", file=sys.stderr)
-    if not groups:
-        raise UsageError(f"no usable run records under {', '.join(dirs)} ({len(skipped)} files skipped)")
-    from . import leaderboard_report as report
-
-    text = {"md": report.render_md, "csv": report.render_csv}[fmt](groups) if fmt != "html" else (
-        report.render_html(groups, skipped, sort))
-    if out:
-        write_atomic(Path(out), text)
-        print(f"leaderboard: {sum(len(g.rows) for g in groups)} rows in {len(groups)} protocol groups "
-              f"-> {out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0

@@ -1,5 +1,5 @@
-"""The leaderboard as text: markdown (one table per protocol group, ↑/↓ arrows), CSV (one header
-row, a protocol column) and one self-contained HTML page (no external URL; plots inline as data
+"""The leaderboard as text, and `unlearn leaderboard`: markdown (one table per protocol group,
+↑/↓ arrows), CSV (one header row, a protocol column) and one self-contained HTML page (no external URL; plots inline as data
 URIs). In the HTML, clicking a header sorts its table (a few lines of inline JavaScript):
 numeric columns by the exact value in each cell's data-v attribute, best first on the first
 click (smallest first for ↓ columns), missing values always last; a second click reverses.
@@ -10,11 +10,14 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import sys
 from html import escape
 from pathlib import Path
 
-from .leaderboard import COLUMNS, Column, Group, Row
+from .errors import UsageError, unknown_name
+from .leaderboard import COLUMNS, FORMATS, Column, Group, Row, leaderboard
 from .plots import FIGURES, render_figures
+from .records import write_atomic
 
 DESCRIPTIONS = {
     "selectivity": "max over steps of forget drop minus retain drop (relative top-1), in points",
@@ -192,3 +195,31 @@ def _figures(g: Group) -> str:
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         figs.append(f'<figure><img alt="{escape(FIGURES[name])}" src="{uri}"></figure>')
     return "<div>" + "".join(figs) + "</div>"
+
+
+def main_leaderboard(dirs: list[str], fmt: str | None = None, sort: str = "selectivity",
+                     out: str | None = None) -> int:
+    """`unlearn leaderboard DIR... [--format md|html|csv] [--sort COLUMN] [--out FILE]`.
+
+    Without --format the format follows --out's suffix (.html, .csv), else markdown. Skipped
+    files go to stderr, one line each; the table goes to `out` (written atomically) or stdout.
+    """
+    if fmt is None:
+        suffix = Path(out).suffix.lower() if out else ""
+        fmt = {".html": "html", ".htm": "html", ".csv": "csv"}.get(suffix, "md")
+    if fmt not in FORMATS:
+        raise unknown_name("format", fmt, FORMATS)
+    groups, skipped = leaderboard(dirs, sort)
+    for path, reason in skipped:
+        print(f"unlearn: skipped {path}: {reason}", file=sys.stderr)
+    if not groups:
+        raise UsageError(f"no usable run records under {', '.join(dirs)} ({len(skipped)} files skipped)")
+    text = {"md": render_md, "csv": render_csv}[fmt](groups) if fmt != "html" else (
+        render_html(groups, skipped, sort))
+    if out:
+        write_atomic(Path(out), text)
+        print(f"leaderboard: {sum(len(g.rows) for g in groups)} rows in {len(groups)} protocol groups "
+              f"-> {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

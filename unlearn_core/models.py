@@ -60,7 +60,7 @@ class LoadedModel:
             "spec": self.spec,
             "name": getattr(cfg, "_name_or_path", "") or self.spec,
             "model_type": cfg.model_type,
-            "class": type(self.model).__name__,
+            "model_class": type(self.model).__name__,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
             "fingerprint": fingerprint(self.model),

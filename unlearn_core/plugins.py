@@ -13,10 +13,11 @@ from importlib.metadata import entry_points
 
 import pluggy
 
-from . import builtins, hookspecs
+from . import core_plugin, hookspecs
+from .architectures import Architecture
 from .corpora import CorpusSpec
-from .errors import UsageError, unknown
-from .interfaces import Architecture, CommandSpec, ComponentSpec, EvaluationSpec, MethodSpec
+from .errors import UsageError, one_line, unknown_name
+from .interfaces import CommandSpec, ComponentSpec, EvaluationSpec, MethodSpec
 
 ENV_VAR = "UNLEARN_PLUGINS"
 GROUP = "unlearn"
@@ -49,7 +50,7 @@ class Registry:
 
     def method(self, name: str) -> MethodSpec:
         if name not in self.methods:
-            raise unknown("method", name, self.methods)
+            raise unknown_name("method", name, self.methods)
         return self.methods[name]
 
     def plugin_of(self, kind: str, name: str) -> PluginInfo:
@@ -76,13 +77,8 @@ def _selected(names: list[str], only: str | None) -> list[str]:
     wanted = [n.strip() for n in only.split(",") if n.strip()]
     for n in wanted:
         if n not in names:
-            raise unknown("plugin", n, names)
+            raise unknown_name("plugin", n, names)
     return wanted
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def load_plugins(only: str | None = None, extra: list[tuple[str, object]] | None = None) -> Registry:
@@ -93,7 +89,7 @@ def load_plugins(only: str | None = None, extra: list[tuple[str, object]] | None
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     registry = Registry()
-    pm.register(builtins, name=CORE)
+    pm.register(core_plugin, name=CORE)
     registry.plugins[CORE] = PluginInfo(CORE, "unlearn", _version("unlearn"), [])
 
     eps = {ep.name: ep for ep in entry_points(group=GROUP)}
@@ -105,7 +101,7 @@ def load_plugins(only: str | None = None, extra: list[tuple[str, object]] | None
         try:
             pm.register(ep.load(), name=name)
         except Exception as e:
-            registry.failed[name] = f"cannot load: {_one_line(e)}"
+            registry.failed[name] = f"cannot load: {one_line(e)}"
             continue
         registry.plugins[name] = PluginInfo(name, package, version, [])
     for name, obj in extra or []:
@@ -116,7 +112,7 @@ def load_plugins(only: str | None = None, extra: list[tuple[str, object]] | None
         pm.check_pending()  # a misspelled hook name is an error, not a silent no-op
     except pluggy.PluginValidationError as e:
         bad = pm.get_name(e.plugin) or "?"
-        registry.failed[bad] = _one_line(e)
+        registry.failed[bad] = one_line(e)
         pm.unregister(name=bad)
         registry.plugins.pop(bad, None)
 
@@ -129,7 +125,7 @@ def load_plugins(only: str | None = None, extra: list[tuple[str, object]] | None
             except UsageError:
                 raise
             except Exception as e:
-                registry.failed[plugin] = f"{hook_name} failed: {_one_line(e)}"
+                registry.failed[plugin] = f"{hook_name} failed: {one_line(e)}"
     return registry
 
 

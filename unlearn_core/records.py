@@ -11,12 +11,92 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from .config import BenchConfig
+from .errors import UsageError
 from .evaluate import TokenMetrics
 from .metrics import Summary
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: typed model/site/corpus/config sections, evaluations declare their figures
+
+
+class Figure(BaseModel):
+    """A headline number of an evaluation: the value under `key` (dots reach into nested results)
+    of its result at a step, shown as `title`, times `scale`, in `unit`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    title: str
+    higher_is_better: bool | None = None  # None: no preferred direction (lm-eval's higher_is_better)
+    scale: float = 100.0  # 100 shows a share in [0, 1] as a percentage
+    unit: str = "%"
+
+    @property
+    def arrow(self) -> str:
+        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
+
+    def value(self, result: Any) -> float | None:
+        """The figure in `result` (one step's result of its evaluation), scaled; None when absent."""
+        for part in self.key.split("."):
+            result = result.get(part) if isinstance(result, dict) else None
+        if isinstance(result, (int, float)) and not isinstance(result, bool):
+            return float(result) * self.scale
+        return None
+
+
+class PluginRef(BaseModel):
+    """The plugin that registered a method or an evaluation."""
+
+    name: str
+    package: str
+    version: str
+
+
+class ModelInfo(BaseModel):
+    """The weights a run pruned; runs are compared only on the same `fingerprint`."""
+
+    spec: str  # as given to --model
+    name: str
+    model_type: str
+    model_class: str
+    parameters: int
+    dtype: str
+    fingerprint: str
+
+
+class SiteInfo(BaseModel):
+    name: str
+    layers: int
+    neurons_per_layer: int
+    schedule: list[int] = Field(default_factory=list)  # cumulative neurons deleted after each step
+
+    @property
+    def neurons(self) -> int:
+        return self.layers * self.neurons_per_layer
+
+
+class CorpusInfo(BaseModel):
+    """One corpus' windows, as the bench built them (`CorpusWindows.identity()`)."""
+
+    spec: str
+    description: str | None = None
+    documents: int | None = None
+    window: int
+    stats_tokens: int
+    eval_tokens: int
+    bos: bool = False  # every window starts with the tokenizer's BOS token
+    split: str | None = None  # None: an old run that split pieces of one document across windows
+    sha256: str  # of the windows' token ids
+
+
+class EvaluationInfo(BaseModel):
+    """An evaluation that ran at every step: its validated options and the figures it declares."""
+
+    options: dict[str, Any] = Field(default_factory=dict)
+    figures: list[Figure] = Field(default_factory=list)
+    plugin: PluginRef | None = None
 
 
 class StepRecord(BaseModel):
@@ -33,14 +113,15 @@ class StepRecord(BaseModel):
 class RunRecord(BaseModel):
     schema_version: int = SCHEMA_VERSION
     method: str
-    plugin: dict[str, str]  # name, package, version of the plugin that registered the method
+    plugin: PluginRef  # the plugin that registered the method
     options: dict[str, Any]  # the method's validated options
     method_info: dict[str, Any] = Field(default_factory=dict)  # what the method reports (scorer.info())
-    config: dict[str, Any]  # the full bench configuration
-    model: dict[str, Any]
-    site: dict[str, Any]
-    forget: dict[str, Any]
-    retain: dict[str, Any]
+    config: BenchConfig  # the full bench configuration
+    model: ModelInfo
+    site: SiteInfo
+    forget: CorpusInfo
+    retain: CorpusInfo
+    evaluations: dict[str, EvaluationInfo] = Field(default_factory=dict)  # besides tokens
     seed: int
     steps: list[StepRecord] = Field(default_factory=list)
     pruned_neurons: list[list[int]] = Field(default_factory=list)  # per layer, after the last step
@@ -53,6 +134,28 @@ class RunRecord(BaseModel):
     environment: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     started: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+
+# What the built-in evaluations reported as their headline before records declared figures.
+_SCHEMA_1_FIGURES = {"cloze": [Figure(key="accuracy", title="cloze accuracy", higher_is_better=True)],
+                     "toxicity": [Figure(key="rate", title="toxicity rate", higher_is_better=False)]}
+
+
+def migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """A record's JSON, as read, brought up to SCHEMA_VERSION (a copy; the file is not touched)."""
+    raw = json.loads(json.dumps(raw))
+    if raw.get("schema_version", 1) == 1:
+        model = raw.get("model")
+        if isinstance(model, dict) and "class" in model:
+            model["model_class"] = model.pop("class")
+        config = raw.get("config")
+        names = {n for s in raw.get("steps") or [] if isinstance(s, dict)
+                 for n in (s.get("evaluations") or {})}
+        options = config.get("options", {}) if isinstance(config, dict) else {}
+        raw["evaluations"] = {n: {"options": options.get(n, {}), "figures": _SCHEMA_1_FIGURES.get(n, [])}
+                              for n in sorted(names)}
+        raw["schema_version"] = 2
+    return raw
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
@@ -76,7 +179,21 @@ def save_record(record: RunRecord, path: Path) -> None:
 
 
 def load_record(path: Path) -> RunRecord:
-    return RunRecord.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+    """The record at `path`, migrated from older schemas (ValueError when it is not one)."""
+    return parse_record(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def parse_record(raw: Any) -> RunRecord:
+    """A record from its JSON; ValueError names what is wrong (pydantic's ValidationError is one)."""
+    if not isinstance(raw, dict):
+        raise ValueError("a run record is a JSON object")
+    version = raw.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(f"written by a newer unlearn (schema {version} > {SCHEMA_VERSION})")
+    try:
+        return RunRecord.model_validate(migrate(raw))
+    except UsageError as e:  # the config's own checks
+        raise ValueError(f"config: {e}") from None
 
 
 def library_versions() -> dict[str, str]:

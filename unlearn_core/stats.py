@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .interfaces import NeuronSite
+from .sites import NeuronSite
 
 IMPORTANCES = ("freq", "abs", "rms", "std")
 

@@ -34,11 +34,12 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import Tensor, nn
 
-from .adapters import resolve_site, snapshot
-from .interfaces import MethodSpec, NeuronSite, PruneContext, Scorer
+from .architectures import resolve_site
+from .interfaces import MethodSpec, PruneContext, Scorer
 from .models import fingerprint
 from .plugins import Registry, load_plugins
-from .pruning import GlobalTopK
+from .sites import NeuronSite, snapshot
+from .topk import GlobalTopK
 
 CHECKS = ("options", "scores", "count", "inert", "deterministic")
 VOCAB = 256

@@ -6,8 +6,7 @@ bench needs (the model's own toxic/clean generations offline; Civil Comments onl
 
 from __future__ import annotations
 
-from unlearn_core import hookimpl
-from unlearn_core.interfaces import EvaluationSpec
+from unlearn_core import EvaluationSpec, Figure, hookimpl
 
 from .classifiers import CLASSIFIERS, Classifier, load_classifier
 from .cloze import ClozeItem, ClozeOptions, build_items, candidate_losses, encode, prepare_cloze, score_items
@@ -25,10 +24,12 @@ __all__ = [
 def register_evaluations(register):
     register(EvaluationSpec(
         "cloze", "CBT-format cloze accuracy per word class (NE, CN, V, P; chance 10%)",
-        prepare_cloze, ClozeOptions))
+        prepare_cloze, ClozeOptions,
+        figures=(Figure(key="accuracy", title="cloze accuracy", higher_is_better=True),)))
     register(EvaluationSpec(
         "toxicity", "share of sampled generations a classifier scores above a threshold, and mean score",
-        prepare_toxicity, ToxicityOptions))
+        prepare_toxicity, ToxicityOptions,
+        figures=(Figure(key="rate", title="toxicity rate", higher_is_better=False),)))
 
 
 @hookimpl

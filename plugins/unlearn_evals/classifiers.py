@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from unlearn_core.errors import UsageError, unknown
+from unlearn_core import UsageError, unknown_name
 
 DETOXIFY_CHECKPOINT_ENV = "UNLEARN_DETOXIFY_CHECKPOINT"
 DETOXIFY_CONFIG_ENV = "UNLEARN_DETOXIFY_CONFIG"
@@ -139,7 +139,7 @@ def resolve_name(name: str, checkpoint: str | None = None) -> str:
     if name == "auto":
         return "detoxify" if (checkpoint or os.environ.get(DETOXIFY_CHECKPOINT_ENV)) else "profanity"
     if name not in CLASSIFIERS:
-        raise unknown("toxicity classifier", name, [*CLASSIFIERS, "auto"])
+        raise unknown_name("toxicity classifier", name, [*CLASSIFIERS, "auto"])
     return name
 
 

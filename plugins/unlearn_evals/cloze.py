@@ -22,9 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from unlearn_core.corpora import parse_spec
-from unlearn_core.errors import UsageError
-from unlearn_core.interfaces import EvalContext
+from unlearn_core import EvalContext, UsageError, parse_spec
 
 BLANK = "XXXXX"  # CBT's placeholder for the removed word
 CLASSES = {"NE": "named entity", "CN": "common noun", "V": "verb", "P": "preposition"}

@@ -18,8 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unlearn_core.corpora import CorpusSpec, huggingface
-from unlearn_core.errors import UsageError
+from unlearn_core import CorpusSpec, UsageError, huggingface_documents
 
 from .classifiers import check_classifier, load_classifier, resolve_name
 from .toxicity import PROMPT, SamplingOptions, generate
@@ -70,7 +69,7 @@ def parse_argument(argument: str | None) -> GeneratedSpec:
 
 
 def check_argument(argument: str | None) -> None:
-    from unlearn_core.models import check_model_spec
+    from unlearn_core import check_model_spec
 
     spec = parse_argument(argument)
     check_model_spec(spec.model)
@@ -94,7 +93,7 @@ def scored_generations(spec: GeneratedSpec, seed: int, model=None, tokenizer=Non
         return rows, json.loads(manifest_path.read_text(encoding="utf-8"))
     classifier = load_classifier(classifier_name)
     if model is None:
-        from unlearn_core.models import load_model
+        from unlearn_core import load_model
 
         loaded = load_model(spec.model, progress=False)
         model, tokenizer = loaded.model, loaded.tokenizer
@@ -132,7 +131,7 @@ def _documents(which: str):
 
 
 def _civil(keep):
-    return lambda _arg, seed: huggingface("google/civil_comments", seed, keep=keep)
+    return lambda _arg, seed: huggingface_documents("google/civil_comments", seed, keep=keep)
 
 
 CORPORA: tuple[CorpusSpec, ...] = (

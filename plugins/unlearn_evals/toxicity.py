@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from unlearn_core.interfaces import EvalContext
+from unlearn_core import EvalContext
 
 from .classifiers import Classifier, check_classifier, load_classifier
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from unlearn_core.interfaces import NeuronSite
+from unlearn_core import NeuronSite
 
 from .types import ActivationRecord, NeuronId, NeuronRecords
 

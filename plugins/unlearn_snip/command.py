@@ -12,8 +12,16 @@ import sys
 
 import torch
 
-from unlearn_core.errors import UsageError, unknown
-from unlearn_core.interfaces import CommandSpec, PruneContext
+from unlearn_core import (
+    BenchConfig,
+    CommandSpec,
+    UsageError,
+    check_model_spec,
+    load_model,
+    prepare,
+    resolve_site,
+    unknown_name,
+)
 
 from .method import DEFAULT_STORE, ExplainedNeurons, ExplanationOptions, check_components, explainer_key
 from .types import PROMPT_VERSION
@@ -56,54 +64,45 @@ def _options(pairs: list[str]) -> dict:
 
 
 def run(args) -> int:
+    """Build the bench's exact model, site and statistics windows with `prepare`, then explain."""
     from pydantic import ValidationError
 
-    from unlearn_core.adapters import resolve_site
-    from unlearn_core.bench import corpus_windows
-    from unlearn_core.config import BenchConfig
-    from unlearn_core.models import check_model_spec, load_model
-    from unlearn_core.plugins import load_plugins
-
-    registry = load_plugins()
+    registry = args.registry  # what `--plugins` loaded
     try:
         options = ExplanationOptions(explainer=args.explainer, explainer_options=_options(args.option),
                                      store=args.store, max_neurons=args.max_neurons)
-        config = BenchConfig(methods=["snip"], model=args.model, forget=args.forget, retain=args.retain,
-                             site=args.site, preset=args.preset, tokens=args.tokens,
-                             eval_tokens=args.eval_tokens, window=args.window, seed=args.seed)
+        config = BenchConfig(model=args.model, forget=args.forget, retain=args.retain, site=args.site,
+                             preset=args.preset, tokens=args.tokens, eval_tokens=args.eval_tokens,
+                             window=args.window, seed=args.seed)
     except ValidationError as e:
         err = e.errors()[0]
         raise UsageError(f"bad value for --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     if args.import_path:  # the explainer only labels imported explanations: no key needed
         if options.explainer not in registry.explainers:
-            raise unknown("explainer", options.explainer, registry.explainers)
+            raise unknown_name("explainer", options.explainer, registry.explainers)
     else:
         check_components(options, registry.components)
-    check_model_spec(args.model)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    loaded = load_model(args.model, progress=not args.quiet)
-    site = resolve_site(loaded.model, args.site, registry.architectures)
-    fp = loaded.identity()["fingerprint"]
     if args.import_path:
         from .store import IMPORTED, ExplanationStore
 
+        check_model_spec(args.model)
+        loaded = load_model(args.model, progress=not args.quiet)
+        site = resolve_site(loaded.model, args.site, registry.architectures)
+        fp = loaded.identity()["fingerprint"]
         key = explainer_key(options.explainer, options.explainer_options)
         with ExplanationStore(options.store) as store:
             n = store.import_jsonl(args.import_path, fp, site.name, key, PROMPT_VERSION, IMPORTED)
         print(f"imported {n} explanations into {options.store} (model {fp}, explainer {key})")
         return 0
-    windows = corpus_windows(config, registry, loaded.tokenizer, log)
-    ctx = PruneContext(loaded.model, site, windows["forget"].stats, windows["retain"].stats,
-                       torch.zeros(site.shape, dtype=torch.bool), step=0, seed=args.seed,
-                       progress=not args.quiet, tokenizer=loaded.tokenizer, model_fingerprint=fp,
-                       forget_spec=args.forget, retain_spec=args.retain, components=registry.components,
-                       bos=windows["forget"].bos)
+    prepared = prepare(config, registry, progress=not args.quiet, log=log)
     pipeline = ExplainedNeurons(options)
-    pipeline.explanations(ctx)
+    pipeline.explanations(prepared.context(0, torch.zeros(prepared.site.shape, dtype=torch.bool)))
     info = pipeline.info()
     log(f"concepts of {args.forget}: {', '.join(info['concepts'])}")
     print(f"{info['explained']} explanations in {info['store']} ({info['reused_from_store']} reused), "
-          f"model {fp}, explainer {info['explainer_key']}, probe {info['probe']['key']}")
+          f"model {prepared.model_info.fingerprint}, explainer {info['explainer_key']}, "
+          f"probe {info['probe']['key']}")
     return 0
 
 

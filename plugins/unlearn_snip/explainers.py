@@ -74,12 +74,12 @@ class LocalExplainer:
 
     def __init__(self, model: str = "smollm2", batch_size: int = 8, few_shot: bool = False,
                  max_new_tokens: int = 40, progress: bool = True):
-        from unlearn_core.models import load_model
+        from unlearn_core import load_model
 
         loaded = load_model(model, progress=progress)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         if getattr(self.tokenizer, "chat_template", None) is None:
-            from unlearn_core.errors import UsageError
+            from unlearn_core import UsageError
 
             raise UsageError(f"explainer 'local' needs a chat model; '{model}' has no chat template")
         self.tokenizer.padding_side = "left"

@@ -32,8 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from unlearn_core.errors import UsageError, unknown
-from unlearn_core.interfaces import PruneContext
+from unlearn_core import PruneContext, UsageError, unknown_name
 
 from .activations import TopActivations, top_activations
 from .store import IMPORTED, ExplanationStore
@@ -85,7 +84,7 @@ def check_components(options: BaseModel, components) -> None:
     for kind, table, name, kwargs in chosen:
         specs = components.get(table, {})
         if name not in specs:
-            raise unknown(kind, name, specs)
+            raise unknown_name(kind, name, specs)
         if specs[name].check is not None:
             specs[name].check(**kwargs)
 

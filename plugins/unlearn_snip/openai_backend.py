@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from unlearn_core.errors import UsageError
+from unlearn_core import UsageError
 
 from .prompts import (
     clean_explanation,

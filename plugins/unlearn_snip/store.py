@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from unlearn_core.errors import UsageError
+from unlearn_core import UsageError
 
 from .types import NeuronId
 

@@ -1,8 +1,7 @@
 """The plugin against unlearn's conformance kit, plus what is special about this method."""
 
 import torch
-from unlearn_core import load_plugins
-from unlearn_core.adapters import resolve_site
+from unlearn_core import load_plugins, resolve_site
 from unlearn_core.testing import conformance_test, make_context, tiny_model
 
 from unlearn_magnitude import MagnitudeOptions, MagnitudeScorer, output_norms

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .adapters import delete_mask
 from .interfaces import PruneContext
+from .sites import delete_mask
 
 
 class GlobalTopK:

@@ -1,20 +1,67 @@
-"""Architecture adapters: where each model family keeps its neurons and how to delete one.
+"""Neuron sites: where a model's neurons live, how to hook their activations, how to delete them.
 
-Every supported family exposes the 'mlp' site: the feed-forward middle neurons, i.e. the input of
-the MLP's output projection. Deleting neuron i zeroes row i of every input projection (gate and up
-for gated MLPs), entry i of their biases, and column i of the output projection.
+A site is a named set of neurons in every layer (e.g. 'mlp': feed-forward middle neurons).
+Shapes: L = layers of a site, N = neurons per layer, B = batch, T = tokens per window.
+A neuron is addressed as (layer, index); scores and masks are [L, N] tensors.
+
+`MLPSite` covers every supported family's feed-forward middle neurons, i.e. the input of the MLP's
+output projection. Deleting neuron i zeroes row i of every input projection (gate and up for gated
+MLPs), entry i of their biases, and column i of the output projection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
 from .errors import UsageError
-from .interfaces import ActivationHook, Architecture, NeuronSite
+
+# Called with a site's activations [B, T, N] (or [B*T, N], as OPT's MLP flattens tokens);
+# returning a tensor of the same shape replaces them.
+ActivationHook = Callable[[Tensor], "Tensor | None"]
+
+
+class NeuronSite(ABC):
+    """A named set of neurons in every layer (e.g. 'mlp': feed-forward middle neurons).
+
+    A site knows where its activations live and how to delete a neuron from the weights.
+    New sites (attention 'value', 'pre-out') implement the same four members.
+    """
+
+    name: str
+    n_layers: int
+    n_neurons: int
+
+    @abstractmethod
+    def register_hook(self, layer: int, fn: ActivationHook) -> torch.utils.hooks.RemovableHandle:
+        """Call `fn` with this layer's activations [..., N] on every forward."""
+
+    @abstractmethod
+    def delete(self, layer: int, neurons: Tensor) -> None:
+        """Make `neurons` (int [k]) of `layer` inert by zeroing the weights that carry them."""
+
+    @abstractmethod
+    def parameters(self) -> dict[str, nn.Parameter]:
+        """Every parameter `delete` may write to, by name: what a snapshot must keep."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_layers, self.n_neurons)
+
+    @contextmanager
+    def hooks(self, make_hook: Callable[[int], ActivationHook]) -> Iterator[None]:
+        """`make_hook(layer)` on every layer for the duration of a `with` block."""
+        handles = [self.register_hook(layer, make_hook(layer)) for layer in range(self.n_layers)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
 
 def _get(root: nn.Module, dotted: str) -> nn.Module:
@@ -96,40 +143,6 @@ class MLPSite(NeuronSite):
 def mlp_site(layers: tuple[str, ...], inputs: tuple[str, ...], output: str):
     """A site factory for `Architecture.sites`."""
     return lambda model: MLPSite(model, layers, inputs, output)
-
-
-_GATED = mlp_site(
-    # Gemma 3 loaded as a multimodal model keeps its text layers one level down.
-    layers=("model.layers", "model.language_model.layers", "language_model.model.layers"),
-    inputs=("mlp.gate_proj", "mlp.up_proj"),
-    output="mlp.down_proj",
-)
-
-BUILTIN_ARCHITECTURES: tuple[Architecture, ...] = (
-    Architecture("llama", ("llama", "mistral", "qwen2", "qwen3"), {"mlp": _GATED}),
-    Architecture("gemma", ("gemma", "gemma2", "gemma3", "gemma3_text"), {"mlp": _GATED}),
-    Architecture("opt", ("opt",), {"mlp": mlp_site(("model.decoder.layers",), ("fc1",), "fc2")}),
-    Architecture("gpt2", ("gpt2",), {"mlp": mlp_site(("transformer.h",), ("mlp.c_fc",), "mlp.c_proj")}),
-    Architecture("gpt_neox", ("gpt_neox",), {
-        "mlp": mlp_site(("gpt_neox.layers",), ("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),
-    }),
-)
-
-
-def resolve_site(model: nn.Module, site: str, architectures: Mapping[str, Architecture]) -> NeuronSite:
-    """The named site of `model`, or a UsageError listing what is supported."""
-    model_type = getattr(model.config, "model_type", type(model).__name__)
-    by_type = {t: a for a in architectures.values() for t in a.model_types}
-    arch = by_type.get(model_type)
-    if arch is None:
-        raise UsageError(
-            f"unsupported architecture '{model_type}'; supported: {', '.join(sorted(by_type))}"
-        )
-    if site not in arch.sites:
-        raise UsageError(
-            f"architecture '{arch.name}' has no neuron site '{site}'; it has: {', '.join(arch.sites)}"
-        )
-    return arch.sites[site](model)
 
 
 def snapshot(site: NeuronSite) -> dict[str, Tensor]:

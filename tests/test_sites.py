@@ -4,14 +4,9 @@ import pytest
 import torch
 from tiny import TINY_CONFIGS, tiny_model
 
-from unlearn_core.adapters import (
-    BUILTIN_ARCHITECTURES,
-    delete_mask,
-    resolve_site,
-    restore,
-    snapshot,
-)
+from unlearn_core.architectures import BUILTIN_ARCHITECTURES, resolve_site
 from unlearn_core.errors import UsageError
+from unlearn_core.sites import delete_mask, restore, snapshot
 
 ARCHS = {a.name: a for a in BUILTIN_ARCHITECTURES}
 

@@ -1,6 +1,6 @@
 """The core's own corpora and architecture adapters, registered through the same hooks as plugins."""
 
-from .adapters import BUILTIN_ARCHITECTURES
+from .architectures import BUILTIN_ARCHITECTURES
 from .corpora import BUILTIN_CORPORA
 from .hookspecs import hookimpl
 

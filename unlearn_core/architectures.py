@@ -1,0 +1,58 @@
+"""Architecture adapters: which `config.model_type`s a family covers and how to build its sites.
+
+Built-in families register through the core plugin exactly as a third-party adapter would
+(`register_architectures`); `resolve_site` finds the site of a loaded model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from torch import nn
+
+from .errors import UsageError
+from .sites import NeuronSite, mlp_site
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Which `config.model_type`s an adapter handles and how to build each of their sites."""
+
+    name: str
+    model_types: tuple[str, ...]
+    sites: Mapping[str, Callable[[nn.Module], NeuronSite]]
+
+
+_GATED = mlp_site(
+    # Gemma 3 loaded as a multimodal model keeps its text layers one level down.
+    layers=("model.layers", "model.language_model.layers", "language_model.model.layers"),
+    inputs=("mlp.gate_proj", "mlp.up_proj"),
+    output="mlp.down_proj",
+)
+
+BUILTIN_ARCHITECTURES: tuple[Architecture, ...] = (
+    Architecture("llama", ("llama", "mistral", "qwen2", "qwen3"), {"mlp": _GATED}),
+    Architecture("gemma", ("gemma", "gemma2", "gemma3", "gemma3_text"), {"mlp": _GATED}),
+    Architecture("opt", ("opt",), {"mlp": mlp_site(("model.decoder.layers",), ("fc1",), "fc2")}),
+    Architecture("gpt2", ("gpt2",), {"mlp": mlp_site(("transformer.h",), ("mlp.c_fc",), "mlp.c_proj")}),
+    Architecture("gpt_neox", ("gpt_neox",), {
+        "mlp": mlp_site(("gpt_neox.layers",), ("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),
+    }),
+)
+
+
+def resolve_site(model: nn.Module, site: str, architectures: Mapping[str, Architecture]) -> NeuronSite:
+    """The named site of `model`, or a UsageError listing what is supported."""
+    model_type = getattr(model.config, "model_type", type(model).__name__)
+    by_type = {t: a for a in architectures.values() for t in a.model_types}
+    arch = by_type.get(model_type)
+    if arch is None:
+        raise UsageError(
+            f"unsupported architecture '{model_type}'; supported: {', '.join(sorted(by_type))}"
+        )
+    if site not in arch.sites:
+        raise UsageError(
+            f"architecture '{arch.name}' has no neuron site '{site}'; it has: {', '.join(arch.sites)}"
+        )
+    return arch.sites[site](model)
