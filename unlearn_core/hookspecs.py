@@ -27,13 +27,10 @@ def register_architectures(register):
 
 
 @hookspec
-def register_explainers(register):
-    """Register neuron explainers (LLM backends for SNIP): register(ComponentSpec(...))."""
-
-
-@hookspec
-def register_embedders(register):
-    """Register sentence embedders: register(ComponentSpec(...))."""
+def register_components(register):
+    """Register swappable parts of any kind, built by name by whoever uses them:
+    register(ComponentSpec(kind, name, description, build, check)), e.g. kind "explainer" or
+    "embedder" (SNIP) or "classifier" (toxicity)."""
 
 
 @hookspec

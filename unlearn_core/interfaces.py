@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from .components import ComponentSpec
 from .corpora import CorpusWindows, parse_spec, texts
 from .records import Figure
 from .sites import NeuronSite
@@ -36,7 +37,7 @@ class PruneContext:
     model_fingerprint: str = ""
     forget_spec: str = ""  # e.g. 'python', as given to --forget
     retain_spec: str = ""
-    components: Mapping[str, Mapping[str, ComponentSpec]] = field(default_factory=dict)
+    components: Mapping[str, Mapping[str, ComponentSpec]] = field(default_factory=dict)  # kind -> name -> spec
     bos: bool = False  # every window starts with the tokenizer's BOS token (no corpus information)
 
     def generator(self) -> torch.Generator:
@@ -74,16 +75,6 @@ class Pruner(Protocol):
 
 
 @dataclass(frozen=True)
-class ComponentSpec:
-    """A swappable part a method uses (an explainer, an embedder): `build(**options)` makes one."""
-
-    name: str
-    description: str
-    build: Callable[..., Any]
-    check: Callable[..., None] | None = None  # check(**options): cheap validation before models load
-
-
-@dataclass(frozen=True)
 class CommandSpec:
     """An `unlearn NAME` subcommand: `configure` adds arguments to an argparse parser, `run(args)`
     returns the exit status (raise UsageError for bad input)."""
@@ -111,7 +102,7 @@ class MethodSpec:
     scorer: Callable[[BaseModel], Scorer]
     options: type[BaseModel] = NoOptions
     pruner: Callable[[BaseModel], Pruner] | None = None  # None: global top-k
-    # Cross-checks of options against what is installed, e.g. {kind: names}; before any model loads.
+    # Cross-checks of options against the registered components {kind: {name: spec}}; before any model loads.
     check: Callable[[BaseModel, Mapping[str, Mapping[str, ComponentSpec]]], None] | None = None
 
 
@@ -128,6 +119,7 @@ class EvalContext:
     retain_spec: str = ""
     corpora: Mapping[str, Any] = field(default_factory=dict)  # name -> CorpusSpec
     windows: Mapping[str, CorpusWindows] = field(default_factory=dict)  # 'forget'/'retain'
+    components: Mapping[str, Mapping[str, ComponentSpec]] = field(default_factory=dict)  # kind -> name -> spec
 
     def texts(self, spec: str) -> Iterable[str]:
         """The texts of corpus `spec`; for the forget or retain corpus, without the documents of its

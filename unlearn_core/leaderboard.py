@@ -3,11 +3,13 @@
     from unlearn_core.leaderboard import leaderboard
     groups, skipped = leaderboard(["results"], sort="selectivity")   # rendered by leaderboard_report
 
-Runs are ranked only against runs of the same protocol: same weights (model fingerprint), neuron
-site, forget and retain corpus, schedule (steps x fraction or count) and token budgets. The seed
-is not part of the protocol: runs that differ only in their seed share a row (mean, ± std for
-selectivity, and the number of runs). Files that are not run records are reported by name and
-skipped; nothing is ever written to, moved or deleted from a results folder.
+Runs are ranked only against runs of the same protocol (protocol.py: same weights, neuron site,
+corpora, schedule, token budgets and evaluations). The seed is not part of the protocol: runs that
+differ only in their seed share a row (mean, ± std for selectivity, and the number of runs). Files
+that are not run records are reported by name and skipped; nothing is ever written to, moved or
+deleted from a results folder. Columns come from the records: the fixed top-1 ones, and a base and
+a final column for every figure an evaluation declares (`EvaluationSpec.figures`), with its
+direction.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pydantic import ValidationError
 
 from .errors import UsageError, unknown_name
 from .metrics import summarise
-from .records import SCHEMA_VERSION, RunRecord
+from .protocol import Protocol, canonical
+from .records import Figure, RunRecord, parse_record
 
 FORMATS = ("md", "html", "csv")
 
@@ -33,36 +36,65 @@ class Column:
     title: str  # markdown / html header
     better: str = ""  # "↑", "↓" or "" (no preferred direction)
     optional: bool = False  # shown only when some run has a value
+    description: str = ""  # the html header's tooltip
 
 
-COLUMNS = [
-    Column("selectivity", "selectivity (pts)", "↑"),
+FIXED_COLUMNS = [
+    Column("selectivity", "selectivity (pts)", "↑",
+           description="max over steps of forget drop minus retain drop (relative top-1), in points"),
     Column("ref_selectivity", "published selectivity (pts)", "", True),
-    Column("forget_at_retain_5", "forget drop @ retain drop ≤5% (pts)", "↑"),
+    Column("forget_at_retain_5", "forget drop @ retain drop ≤5% (pts)", "↑",
+           description="forget drop at the last step whose retain drop is at most 5 %"),
     Column("ref_forget_at_retain_5", "published forget drop @ retain ≤5% (pts)", "", True),
-    Column("auc", "AUC (pts)", "↑"),
+    Column("auc", "AUC (pts)", "↑",
+           description="mean forget drop over the retain-drop range covered (area under the curve)"),
     Column("ref_auc", "published AUC (pts)", "", True),
     Column("base_forget_top1", "base forget top-1 %"),
     Column("base_retain_top1", "base retain top-1 %"),
     Column("final_forget_top1", "final forget top-1 %", "↓"),
     Column("final_retain_top1", "final retain top-1 %", "↑"),
-    Column("cloze_base", "base cloze %", "", True),
-    Column("cloze_final", "final cloze %", "↑", True),
-    Column("toxicity_base", "base toxicity %", "", True),
-    Column("toxicity_final", "final toxicity %", "↓", True),
-    Column("time", "time s", "↓"),
-    Column("runs", "runs"),
 ]
-SORT_KEYS = [c.key for c in COLUMNS]
-# Optional evaluations: name -> keys tried, in order, when the stored value is an object.
-EVALUATIONS = {"cloze": ("accuracy", "top1", "value"), "toxicity": ("rate", "value")}
+TRAILING_COLUMNS = [
+    Column("time", "time s", "↓", description="seconds the method took (scoring, pruning and "
+           "evaluation of all steps)"),
+    Column("runs", "runs", description="runs averaged in this row (seeds)"),
+]
+
+
+def evaluation_columns(records: list[RunRecord]) -> list[Column]:
+    """A base and a final column for every figure the records' evaluations declare."""
+    columns: dict[str, Column] = {}
+    for r in records:
+        for name, info in sorted(r.evaluations.items()):
+            for fig in info.figures:
+                for which in ("base", "final"):
+                    key = figure_key(name, fig, which)
+                    title = f"{which} {fig.title} {fig.unit}".strip()
+                    columns.setdefault(key, Column(key, title, fig.arrow if which == "final" else "",
+                                                   optional=True, description=f"{name}: {fig.key}"))
+    return list(columns.values())
+
+
+def figure_key(evaluation: str, figure: Figure, which: str) -> str:
+    return f"{evaluation}_{figure.key.replace('.', '_')}_{which}"
+
+
+def figure_values(record: RunRecord) -> dict[str, float | None]:
+    """Each declared figure before pruning ('base') and after the last step that has it ('final')."""
+    values: dict[str, float | None] = {}
+    for name, info in record.evaluations.items():
+        for fig in info.figures:
+            curve = [fig.value(s.evaluations[name]) for s in record.steps if name in s.evaluations]
+            values[figure_key(name, fig, "base")] = (
+                fig.value(record.steps[0].evaluations[name]) if name in record.steps[0].evaluations else None)
+            values[figure_key(name, fig, "final")] = next((v for v in reversed(curve) if v is not None), None)
+    return values
 
 
 @dataclass
 class Run:
     path: Path
     record: RunRecord
-    raw: dict[str, Any]  # the JSON as read: fields the schema does not know yet live here
 
 
 @dataclass
@@ -82,6 +114,7 @@ class Group:
     title: str
     runs: list[Run]
     rows: list[Row] = field(default_factory=list)
+    columns: list[Column] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- loading
@@ -95,8 +128,8 @@ def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[tuple[Path, str]
         run, reason = _read(path)
         if run is not None:
             r = run.record
-            ident = (r.method, _canon(r.options), r.seed, r.model.get("fingerprint"),
-                     r.forget.get("sha256"), r.retain.get("sha256"), r.started)
+            ident = (r.method, canonical(r.options), r.seed, r.model.fingerprint, r.forget.sha256,
+                     r.retain.sha256, r.started)
             if ident in seen:
                 run, reason = None, f"same run as {seen[ident]} (counted once)"
             else:
@@ -141,68 +174,39 @@ def _read(path: Path) -> tuple[Run | None, str]:
     if not isinstance(raw, dict) or "method" not in raw or "steps" not in raw:
         kind = {dict: "object", list: "array", str: "string"}.get(type(raw), "value")
         return None, f"not a run record (a JSON {kind} without 'method' and 'steps')"
-    if isinstance(raw.get("schema_version"), int) and raw["schema_version"] > SCHEMA_VERSION:
-        return None, f"written by a newer unlearn (schema {raw['schema_version']} > {SCHEMA_VERSION})"
     try:
-        record = RunRecord.model_validate(raw)
+        record = parse_record(raw)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(map(str, err["loc"])) or "record"
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
         return None, f"not a valid run record: {where}: {err['msg']}{more}"
+    except ValueError as e:
+        return None, str(e)
     if len(record.steps) < 2:
         return None, "no pruning step recorded yet"
     if not record.complete:
-        planned = record.config.get("steps", "?")
-        return None, (f"incomplete run ({len(record.steps) - 1} of {planned} steps; "
+        return None, (f"incomplete run ({len(record.steps) - 1} of {record.config.steps} steps; "
                       "run the same bench command to finish it)")
-    return Run(path, record, raw), ""
+    return Run(path, record), ""
 
 
 # ---------------------------------------------------------------- grouping
 
 def group_runs(runs: list[Run]) -> list[Group]:
     """Runs split by protocol; a protocol's runs whose seed matches but windows differ are split too."""
-    by_key: dict[tuple, list[Run]] = {}
+    by_key: dict[str, list[Run]] = {}
     for run in runs:
-        by_key.setdefault(protocol_key(run.record), []).append(run)
+        by_key.setdefault(Protocol.of(run.record).key, []).append(run)
     groups = []
     for key, members in by_key.items():
         variants = _variants(members)
         for i, variant in enumerate(variants):
-            title = protocol_title(variant[0].record)
+            title = Protocol.of(variant[0].record).title
             if len(variants) > 1:
                 title += f" · corpus variant {i + 1} (other text under the same corpus name)"
-            groups.append(Group(key + (i,), title, variant))
+            groups.append(Group((key, i), title, variant))
     return sorted(groups, key=lambda g: (g.title, str(g.key)))
-
-
-def protocol_key(r: RunRecord) -> tuple:
-    c = r.config
-    count = c.get("count")
-    return (r.model.get("fingerprint") or r.model.get("name") or r.model.get("spec"),
-            r.site.get("name"), r.site.get("layers"), r.site.get("neurons_per_layer"),
-            r.forget.get("spec"), r.retain.get("spec"),
-            # What the corpora hold and how they are split and windowed (issue 9 changed all three).
-            *((x.get("description"), x.get("split"), x.get("bos")) for x in (r.forget, r.retain)),
-            c.get("steps"),
-            c.get("fraction") if count is None else None, count,
-            r.forget.get("stats_tokens", c.get("tokens")), r.forget.get("eval_tokens", c.get("eval_tokens")),
-            r.retain.get("stats_tokens", c.get("tokens")), r.retain.get("eval_tokens", c.get("eval_tokens")),
-            c.get("window", r.forget.get("window")))
-
-
-def protocol_title(r: RunRecord) -> str:
-    c = r.config
-    model = r.model.get("spec") or r.model.get("name") or "?"
-    fp = r.model.get("fingerprint")
-    per_step = f"{c['count']:,} neurons" if c.get("count") else f"{100 * float(c.get('fraction') or 0):g} %"
-    tokens = r.forget.get("stats_tokens", c.get("tokens"))
-    eval_tokens = r.forget.get("eval_tokens", c.get("eval_tokens"))
-    return (f"{model}{f' [{fp[:8]}]' if fp else ''} · {r.site.get('name', '?')} neurons · "
-            f"forget {r.forget.get('spec', '?')} → retain {r.retain.get('spec', '?')} · "
-            f"{c.get('steps', '?')} steps of {per_step} · {_int(tokens)} statistics + "
-            f"{_int(eval_tokens)} evaluation tokens · window {c.get('window', '?')}")
 
 
 def _variants(runs: list[Run]) -> list[list[Run]]:
@@ -219,104 +223,74 @@ def _variants(runs: list[Run]) -> list[list[Run]]:
 
 
 def _shas(run: Run) -> tuple:
-    return run.record.forget.get("sha256"), run.record.retain.get("sha256")
+    return run.record.forget.sha256, run.record.retain.sha256
 
 
 # ---------------------------------------------------------------- rows
 
+def columns_of(records: list[RunRecord]) -> list[Column]:
+    """Every column a table of these records can show, in order: the fixed ones, one pair per
+    evaluation figure, time and runs."""
+    return FIXED_COLUMNS + evaluation_columns(records) + TRAILING_COLUMNS
+
+
 def build_rows(group: Group, sort: str = "selectivity") -> list[Row]:
+    group.columns = columns_of([run.record for run in group.runs])
     rows: dict[tuple, Row] = {}
     for run in group.runs:
         r = run.record
-        plugin = f"{r.plugin.get('package', '?')} {r.plugin.get('version', '')}".strip()
-        key = (r.method, plugin, _canon(r.options))
+        plugin = f"{r.plugin.package} {r.plugin.version}".strip()
+        key = (r.method, plugin, canonical(r.options))
         rows.setdefault(key, Row(r.method, plugin, compact_options(r.options), [])).runs.append(run)
     for row in rows.values():
         row.runs.sort(key=lambda run: (run.record.seed, str(run.path)))
-        per_run = [run_values(run) for run in row.runs]
-        for col in COLUMNS:
+        per_run = [run_values(run.record) for run in row.runs]
+        for col in group.columns:
             xs = [v[col.key] for v in per_run if v.get(col.key) is not None]
             row.values[col.key] = statistics.fmean(xs) if xs else None
             if len(xs) > 1:
                 row.spread[col.key] = statistics.stdev(xs)
         row.values["runs"] = float(len(row.runs))
-        row.sources = sorted({str(ref["source"]) for run in row.runs
-                              if isinstance(ref := run.raw.get("reference"), dict) and ref.get("source")})
-    return sort_rows(list(rows.values()), sort)
+        row.sources = sorted({str(run.record.reference["source"]) for run in row.runs
+                              if run.record.reference and run.record.reference.get("source")})
+    return sort_rows(list(rows.values()), group.columns, sort)
 
 
-def sort_rows(rows: list[Row], sort: str) -> list[Row]:
-    col = next(c for c in COLUMNS if c.key == sort)
-    sign = 1 if col.better == "↓" else -1  # ↓: smallest first; otherwise largest first
+def sort_rows(rows: list[Row], columns: list[Column], sort: str) -> list[Row]:
+    col = next((c for c in columns if c.key == sort), None)
+    sign = 1 if col is not None and col.better == "↓" else -1  # ↓: smallest first; else largest first
     return sorted(rows, key=lambda r: (r.values.get(sort) is None, sign * (r.values.get(sort) or 0.0),
                                        r.method, r.options))
 
 
-def run_values(run: Run) -> dict[str, float | None]:
-    """One run's numbers, keyed like COLUMNS; accuracies in %, drops in points."""
-    r = run.record
+def run_values(r: RunRecord) -> dict[str, float | None]:
+    """One run's numbers, keyed like the columns; accuracies in %, drops in points."""
     s = r.summary or summarise([x.forget.top1 for x in r.steps], [x.retain.top1 for x in r.steps])
     first, last = r.steps[0], r.steps[-1]
     values: dict[str, float | None] = {
         "selectivity": s.selectivity, "forget_at_retain_5": s.forget_drop_at_retain_5, "auc": s.auc,
         "base_forget_top1": 100 * first.forget.top1, "base_retain_top1": 100 * first.retain.top1,
         "final_forget_top1": 100 * last.forget.top1, "final_retain_top1": 100 * last.retain.top1,
-        "time": r.timings.get("method"),
+        "time": r.timings.get("method"), **figure_values(r),
     }
-    for name, keys in EVALUATIONS.items():
-        for which in ("base", "final"):
-            v = evaluation(run.raw, name, which, keys)
-            values[f"{name}_{which}"] = None if v is None else 100 * v
-    ref = run.raw.get("reference")
+    ref = r.reference or {}
     for metric in ("selectivity", "forget_at_retain_5", "auc"):
-        values[f"ref_{metric}"] = _number(ref.get(metric), ()) if isinstance(ref, dict) else None
+        v = ref.get(metric)
+        values[f"ref_{metric}"] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
     return values
-
-
-def evaluation(raw: dict, name: str, which: str, keys: tuple[str, ...] = ("value",)) -> float | None:
-    """Evaluation `name` (a share in [0, 1]) before pruning ('base') or after the last step ('final').
-
-    Looked up, first hit wins: steps[i].evaluations[name], steps[i].extras[name], steps[i][name]
-    (step 0 for 'base', the last step that has it for 'final'), then evaluations[name][which] at
-    the record's top level. A value is a number or an object holding one under one of `keys`.
-    """
-    steps = [s for s in raw.get("steps") or [] if isinstance(s, dict)]
-    for step in (steps[:1] if which == "base" else steps[::-1]):
-        for holder in (step.get("evaluations"), step.get("extras"), step):
-            if isinstance(holder, dict) and (v := _number(holder.get(name), keys)) is not None:
-                return v
-    top = raw.get("evaluations")
-    if isinstance(top, dict) and isinstance(top.get(name), dict):
-        return _number(top[name].get(which), keys)
-    return None
-
-
-def _number(value: Any, keys: tuple[str, ...]) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, dict):
-        return next((v for k in keys if (v := _number(value.get(k), ())) is not None), None)
-    return None
 
 
 def compact_options(options: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(options.items()))
 
 
-def _canon(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
-
-
-def _int(x: Any) -> str:
-    return f"{x:,}" if isinstance(x, int) else str(x)
-
-
 def leaderboard(paths: list[str | Path], sort: str = "selectivity"
                 ) -> tuple[list[Group], list[tuple[Path, str]]]:
     """The groups, their rows sorted by `sort`, and the files skipped with the reason why."""
-    if sort not in SORT_KEYS:
-        raise unknown_name("sort column", sort, SORT_KEYS)
     runs, skipped = load_runs(paths)
+    keys = [c.key for c in columns_of([run.record for run in runs])]
+    if sort not in keys:
+        raise unknown_name("sort column", sort, keys)
     groups = group_runs(runs)
     for g in groups:
         g.rows = build_rows(g, sort)

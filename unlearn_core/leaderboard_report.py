@@ -1,8 +1,8 @@
-"""The leaderboard as text, and `unlearn leaderboard`: markdown (one table per protocol group,
-↑/↓ arrows), CSV (one header row, a protocol column) and one self-contained HTML page (no external URL; plots inline as data
-URIs). In the HTML, clicking a header sorts its table (a few lines of inline JavaScript):
-numeric columns by the exact value in each cell's data-v attribute, best first on the first
-click (smallest first for ↓ columns), missing values always last; a second click reverses.
+"""The leaderboard as text, and `unlearn leaderboard`: markdown (one table per protocol group, ↑/↓
+arrows), CSV (one header row, a protocol column) and one self-contained HTML page (no external URL;
+plots inline as data URIs). In the HTML, clicking a header sorts its table (a few lines of inline
+JavaScript): numeric columns by the exact value in each cell's data-v attribute, best first on the
+first click (smallest first for ↓ columns), missing values always last; a second click reverses.
 """
 
 from __future__ import annotations
@@ -15,17 +15,9 @@ from html import escape
 from pathlib import Path
 
 from .errors import UsageError, unknown_name
-from .leaderboard import COLUMNS, FORMATS, Column, Group, Row, leaderboard
-from .plots import FIGURES, render_figures
+from .leaderboard import FORMATS, Column, Group, Row, leaderboard
+from .plots import figure_title, render_figures
 from .records import write_atomic
-
-DESCRIPTIONS = {
-    "selectivity": "max over steps of forget drop minus retain drop (relative top-1), in points",
-    "forget_at_retain_5": "forget drop at the last step whose retain drop is at most 5 %",
-    "auc": "mean forget drop over the retain-drop range covered (area under the curve)",
-    "time": "seconds the method took (scoring, pruning and evaluation of all steps)",
-    "runs": "runs averaged in this row (seeds)",
-}
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -74,9 +66,15 @@ SCRIPT = """
 
 
 def shown_columns(groups: list[Group]) -> list[Column]:
-    """Every fixed column, and the optional ones some row has a value for."""
+    """The groups' columns in order: every fixed one, and the optional ones some row has a value for."""
     have = {k for g in groups for row in g.rows for k, v in row.values.items() if v is not None}
-    return [c for c in COLUMNS if not c.optional or c.key in have]
+    columns: dict[str, Column] = {}
+    for g in groups:
+        for c in g.columns:
+            if not c.optional or c.key in have:
+                columns.setdefault(c.key, c)
+    fixed = [c for c in columns.values() if c.key in ("time", "runs")]
+    return [c for c in columns.values() if c not in fixed] + fixed
 
 
 def cell(row: Row, col: Column) -> str:
@@ -159,8 +157,7 @@ def _table(g: Group, cols: list[Column], sort: str) -> str:
         attrs = f' data-key="{c.key}" data-better="{c.better}"'
         if c.key == sort:
             attrs += f' aria-sort="{"ascending" if c.better == "↓" else "descending"}"'
-        tip = DESCRIPTIONS.get(c.key, "")
-        attrs += f' title="{escape(tip)}"' if tip else ""
+        attrs += f' title="{escape(c.description)}"' if c.description else ""
         head.append(f"<th{attrs}>{escape(f'{c.title} {c.better}'.strip())}</th>")
     if sources:
         head.append("<th>published source</th>")
@@ -187,13 +184,12 @@ def _figures(g: Group) -> str:
     records = [run.record for run in g.runs]
     refs = []
     for run in g.runs:
-        ref = run.raw.get("reference")
-        sel = ref.get("selectivity") if isinstance(ref, dict) else None
+        sel = (run.record.reference or {}).get("selectivity")
         refs.append(float(sel) if isinstance(sel, (int, float)) and not isinstance(sel, bool) else None)
     figs = []
     for name, data in render_figures(records, refs).items():
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-        figs.append(f'<figure><img alt="{escape(FIGURES[name])}" src="{uri}"></figure>')
+        figs.append(f'<figure><img alt="{escape(figure_title(records, name))}" src="{uri}"></figure>')
     return "<div>" + "".join(figs) + "</div>"
 
 

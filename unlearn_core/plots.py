@@ -1,7 +1,8 @@
-"""Plots of run records (matplotlib, Agg, no pyplot): the paper's Figures 1 and 2 and Table 2.
+"""Plots of run records (matplotlib, Agg, no pyplot): the paper's Figures 1 and 2 and Table 2,
+and one curve per figure an evaluation declares (e.g. cloze accuracy against neurons deleted).
 
     from unlearn_core.plots import plot_runs
-    paths = plot_runs(records, "results")   # fig1_..., fig2_..., fig3_... .png next to the records
+    paths = plot_runs(records, "results")   # fig1_..., fig2_..., fig3_..., fig_cloze_accuracy.png
 
 Pass the records of one protocol (same model, corpora and schedule; see leaderboard.py). A
 "series" is a method with its options; several runs of one series (seeds) are drawn in one
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .metrics import relative_drop, summarise
-from .records import RunRecord, write_atomic
+from .records import Figure, RunRecord, write_atomic
 
 FIGURES = {
     "fig1_forget_vs_retain_drop.png": "Forget vs retain top-1 drop",
@@ -54,11 +55,35 @@ def render_figures(records: Sequence[RunRecord],
         if vals:
             published[label] = sum(vals) / len(vals)
     colours = _colours(list(series))
-    return {
+    figures = {
         "fig1_forget_vs_retain_drop.png": _fig_drops(series, colours),
         "fig2_forget_vs_retain_perplexity.png": _fig_perplexity(series, colours),
         "fig3_selectivity.png": _fig_selectivity(series, colours, published),
     }
+    for (evaluation, figure), name in evaluation_figures(records).items():
+        figures[name] = _fig_evaluation(series, colours, evaluation, figure)
+    return figures
+
+
+def evaluation_figures(records: Sequence[RunRecord]) -> dict[tuple[str, Figure], str]:
+    """(evaluation, figure) -> file name, for every figure the records' evaluations declare."""
+    out: dict[tuple[str, Figure], str] = {}
+    keys: set[tuple[str, str]] = set()
+    for r in records:
+        for evaluation, info in sorted(r.evaluations.items()):
+            for figure in info.figures:
+                if (evaluation, figure.key) not in keys:
+                    keys.add((evaluation, figure.key))
+                    out[(evaluation, figure)] = f"fig_{evaluation}_{figure.key.replace('.', '_')}.png"
+    return out
+
+
+def figure_title(records: Sequence[RunRecord], name: str) -> str:
+    """What a figure file shows, for alt text."""
+    if name in FIGURES:
+        return FIGURES[name]
+    return next(f"{figure.title} per pruning step" for (_, figure), n in evaluation_figures(records).items()
+                if n == name)
 
 
 def series_label(record: RunRecord, with_options: bool) -> str:
@@ -143,6 +168,24 @@ def _fig_perplexity(series: dict[str, list[RunRecord]], colours: dict) -> bytes:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.legend(loc="upper left", fontsize="small")
+    return _png(fig)
+
+
+def _fig_evaluation(series: dict[str, list[RunRecord]], colours: dict, evaluation: str,
+                    figure: Figure) -> bytes:
+    """An evaluation's headline figure (y) against the share of neurons deleted (x)."""
+    fig, ax = _figure(f"{figure.title} {figure.arrow}".strip(), "neurons deleted (%)",
+                      f"{figure.title} ({figure.unit})" if figure.unit else figure.title)
+    for label, runs in series.items():
+        for i, r in enumerate(runs):
+            points = [(100 * s.pruned_fraction, v) for s in r.steps
+                      if (v := figure.value(s.evaluations.get(evaluation))) is not None]
+            if points:
+                ax.plot([x for x, _ in points], [y for _, y in points], marker="o", markersize=4,
+                        linewidth=1.5, color=colours[label], alpha=1.0 if len(runs) == 1 else 0.7,
+                        label=label if i == 0 else None)
+    if series:
+        ax.legend(loc="best", fontsize="small")
     return _png(fig)
 
 

@@ -15,9 +15,10 @@ import pluggy
 
 from . import core_plugin, hookspecs
 from .architectures import Architecture
+from .components import ComponentSpec
 from .corpora import CorpusSpec
 from .errors import UsageError, one_line, unknown_name
-from .interfaces import CommandSpec, ComponentSpec, EvaluationSpec, MethodSpec
+from .interfaces import CommandSpec, EvaluationSpec, MethodSpec
 
 ENV_VAR = "UNLEARN_PLUGINS"
 GROUP = "unlearn"
@@ -40,11 +41,12 @@ class Registry:
     methods: dict = field(default_factory=dict)
     corpora: dict = field(default_factory=dict)
     architectures: dict = field(default_factory=dict)
-    explainers: dict = field(default_factory=dict)
-    embedders: dict = field(default_factory=dict)
+    # Swappable parts, by kind ("explainer", "embedder", "classifier", ...) and then name.
+    components: dict[str, dict[str, ComponentSpec]] = field(default_factory=dict)
     commands: dict = field(default_factory=dict)
     evaluations: dict = field(default_factory=dict)
-    owner: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> plugin
+    # (table, name) -> plugin; a component's table is "components:KIND", e.g. "components:explainer".
+    owner: dict[tuple[str, str], str] = field(default_factory=dict)
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # plugin -> one-line reason
 
@@ -53,22 +55,26 @@ class Registry:
             raise unknown_name("method", name, self.methods)
         return self.methods[name]
 
+    def component(self, kind: str, name: str) -> ComponentSpec:
+        """The registered component `name` of `kind`; UsageError naming the choices if none."""
+        table = self.components.get(kind, {})
+        if name not in table:
+            raise unknown_name(kind, name, table)
+        return table[name]
+
     def plugin_of(self, kind: str, name: str) -> PluginInfo:
         return self.plugins[self.owner[(kind, name)]]
 
-    @property
-    def components(self) -> dict[str, dict[str, ComponentSpec]]:
-        """The swappable parts methods build by name."""
-        return {"explainers": self.explainers, "embedders": self.embedders}
-
 
 _KINDS = {"register_methods": "methods", "register_corpora": "corpora",
-          "register_architectures": "architectures", "register_explainers": "explainers",
-          "register_embedders": "embedders", "register_commands": "commands",
-          "register_evaluations": "evaluations"}
+          "register_architectures": "architectures", "register_components": "components",
+          "register_commands": "commands", "register_evaluations": "evaluations"}
 _TYPES = {"methods": MethodSpec, "corpora": CorpusSpec, "architectures": Architecture,
-          "explainers": ComponentSpec, "embedders": ComponentSpec, "commands": CommandSpec,
-          "evaluations": EvaluationSpec}
+          "components": ComponentSpec, "commands": CommandSpec, "evaluations": EvaluationSpec}
+_SINGULAR = {"methods": "method", "corpora": "corpus", "architectures": "architecture",
+             "commands": "command", "evaluations": "evaluation"}
+# A component kind is listed under its plural (`unlearn ls explainers`): not one of these.
+_RESERVED_KINDS = {*_SINGULAR.values(), "component", "model", "preset", "plugin"}
 
 
 def _selected(names: list[str], only: str | None) -> list[str]:
@@ -130,20 +136,41 @@ def load_plugins(only: str | None = None, extra: list[tuple[str, object]] | None
 
 
 def _registrar(registry: Registry, kind: str, plugin: str):
-    table = getattr(registry, kind)
-
     def register(item) -> None:
-        expected = _TYPES.get(kind)
-        if expected is not None and not isinstance(item, expected):
+        expected = _TYPES[kind]
+        if not isinstance(item, expected):
             raise TypeError(f"register() in {kind} expects {expected.__name__}, got {type(item).__name__}")
+        if kind == "components":
+            if not isinstance(item.kind, str) or not item.kind.isidentifier() or item.kind in _RESERVED_KINDS:
+                raise TypeError(f"component '{item.name}' has kind {item.kind!r}; a kind is a word such as "
+                                f"'explainer', not one of {', '.join(sorted(_RESERVED_KINDS))}")
+            # One table per kind; `unlearn plugins` lists them under the plural, e.g. 'explainers'.
+            table, key, what, listed = (registry.components.setdefault(item.kind, {}),
+                                        f"components:{item.kind}", item.kind, f"{item.kind}s")
+        else:
+            table, key, what, listed = getattr(registry, kind), kind, _SINGULAR[kind], kind
         if item.name in table:
-            raise UsageError(f"{kind[:-1]} '{item.name}' is registered twice: by "
-                             f"'{registry.owner[(kind, item.name)]}' and by '{plugin}'")
+            raise UsageError(f"{what} '{item.name}' is registered twice: by "
+                             f"'{registry.owner[(key, item.name)]}' and by '{plugin}'")
+        if kind == "architectures":
+            _check_model_types(registry, item, plugin)
         table[item.name] = item
-        registry.owner[(kind, item.name)] = plugin
-        registry.plugins[plugin].registered.setdefault(kind, []).append(item.name)
+        registry.owner[(key, item.name)] = plugin
+        registry.plugins[plugin].registered.setdefault(listed, []).append(item.name)
 
     return register
+
+
+def _check_model_types(registry: Registry, arch: Architecture, plugin: str) -> None:
+    """A model type belongs to one architecture: a second claim would silently decide which
+    adapter's sites a model gets."""
+    for other in registry.architectures.values():
+        for model_type in arch.model_types:
+            if model_type in other.model_types:
+                raise UsageError(
+                    f"model type '{model_type}' is claimed twice: by architecture '{other.name}' of "
+                    f"'{registry.owner[('architectures', other.name)]}' and by architecture "
+                    f"'{arch.name}' of '{plugin}'")
 
 
 def _version(dist: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .metrics import relative_drop
-from .records import RunRecord
+from .records import Figure, RunRecord, StepRecord
 
 
 def _pct(x: float) -> str:
@@ -11,15 +11,19 @@ def _pct(x: float) -> str:
 
 
 def summary_table(records: list[RunRecord]) -> str:
-    """One row per method (plus the shared base row), with arrows saying which way is better."""
+    """One row per method (plus the shared base row), with arrows saying which way is better, and
+    a column for every figure the records' evaluations declare."""
+    figures = _figures(records)
     head = ("| method | selectivity (pts) ↑ | forget drop @ retain drop ≤5% (pts) ↑ | "
-            "forget top-1 % ↓ | retain top-1 % ↑ | forget ppl ↑ | retain ppl ↓ | pruned % | "
-            "time s ↓ |")
+            "forget top-1 % ↓ | retain top-1 % ↑ | forget ppl ↑ | retain ppl ↓ | "
+            + "".join(" ".join(x for x in (f.title, f.unit, f.arrow) if x) + " | " for _, f in figures)
+            + "pruned % | time s ↓ |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     if records and records[0].steps:
         base = records[0].steps[0]
         rows.append(f"| base (step 0) | | | {_pct(base.forget.top1)} | {_pct(base.retain.top1)} | "
-                    f"{base.forget.perplexity:.2f} | {base.retain.perplexity:.2f} | 0.0 | |")
+                    f"{base.forget.perplexity:.2f} | {base.retain.perplexity:.2f} | "
+                    + "".join(f"{_figure(base, name, f)} | " for name, f in figures) + "0.0 | |")
     for r in records:
         last = r.steps[-1]
         s = r.summary
@@ -28,9 +32,25 @@ def summary_table(records: list[RunRecord]) -> str:
         rows.append(
             f"| {r.method} | {sel} | {at5} | {_pct(last.forget.top1)} | {_pct(last.retain.top1)} | "
             f"{last.forget.perplexity:.2f} | {last.retain.perplexity:.2f} | "
-            f"{_pct(last.pruned_fraction)} | {r.timings.get('method', 0):.0f} |"
+            + "".join(f"{_figure(last, name, f)} | " for name, f in figures)
+            + f"{_pct(last.pruned_fraction)} | {r.timings.get('method', 0):.0f} |"
         )
     return "\n".join(rows)
+
+
+def _figures(records: list[RunRecord]) -> list[tuple[str, Figure]]:
+    """(evaluation, figure) for every figure the records declare, first declaration first."""
+    seen: dict[tuple[str, str], Figure] = {}
+    for r in records:
+        for name, info in sorted(r.evaluations.items()):
+            for f in info.figures:
+                seen.setdefault((name, f.key), f)
+    return [(name, f) for (name, _), f in seen.items()]
+
+
+def _figure(step: StepRecord, evaluation: str, figure: Figure) -> str:
+    v = figure.value(step.evaluations.get(evaluation))
+    return "—" if v is None else f"{v:.1f}"
 
 
 def curves_table(records: list[RunRecord]) -> str:

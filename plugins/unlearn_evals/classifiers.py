@@ -1,35 +1,28 @@
-"""Toxicity classifiers: a small registry, name -> factory, so the harness and the offline toxic
-corpus score text the same way and every record can name what scored it.
+"""Toxicity classifiers: components of kind "classifier", built by name from the registry, so the
+harness and the offline toxic corpus score text the same way and every record can name what scored
+it. This plugin registers `detoxify` and `profanity` (CLASSIFIER_COMPONENTS, through its
+`register_components` hook); another plugin registers its own the same way.
 
-A classifier maps texts to probabilities of being toxic in [0, 1]. Nothing here downloads anything:
-`detoxify` needs a local checkpoint and a local Hugging Face config folder; `profanity`
-(alt-profanity-check) ships its model inside the wheel.
+A classifier (`unlearn_core.Classifier`) maps texts to probabilities of being toxic in [0, 1]; its
+component builds one as `build(device=..., **options)` and checks the options (without `device`)
+with `check(**options)`. Only `detoxify` takes options: checkpoint=, config=. Nothing here
+downloads anything: `detoxify` needs a local checkpoint and a local Hugging Face config folder;
+`profanity` (alt-profanity-check) ships its model inside the wheel.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
-from unlearn_core import UsageError, unknown_name
+from unlearn_core import Classifier, ComponentSpec, UsageError, unknown_name
 
 DETOXIFY_CHECKPOINT_ENV = "UNLEARN_DETOXIFY_CHECKPOINT"
 DETOXIFY_CONFIG_ENV = "UNLEARN_DETOXIFY_CONFIG"
-
-
-@runtime_checkable
-class Classifier(Protocol):
-    name: str
-
-    def scores(self, texts: Sequence[str]) -> list[float]:
-        """Probability that each text is toxic."""
-        ...
-
-    def describe(self) -> dict:
-        """What a record needs to say which classifier this was."""
-        ...
+KIND = "classifier"
+_NEEDS_PROFANITY = ("toxicity classifier 'profanity' needs alt-profanity-check: "
+                    "pip install alt-profanity-check==1.9.1")
 
 
 class ProfanityClassifier:
@@ -41,8 +34,7 @@ class ProfanityClassifier:
         try:
             from profanity_check import predict_prob
         except ImportError:
-            raise UsageError("toxicity classifier 'profanity' needs alt-profanity-check: "
-                             "pip install alt-profanity-check==1.9.1") from None
+            raise UsageError(_NEEDS_PROFANITY) from None
         self._predict = predict_prob
 
     def scores(self, texts: Sequence[str]) -> list[float]:
@@ -126,40 +118,72 @@ class DetoxifyClassifier:
         return {"name": self.name, "checkpoint": Path(self.checkpoint).name, "class": "toxicity"}
 
 
-ClassifierFactory = Callable[..., Classifier]
-
-CLASSIFIERS: dict[str, ClassifierFactory] = {
-    "detoxify": DetoxifyClassifier,
-    "profanity": ProfanityClassifier,
-}
+def _profanity(device: str = "cpu") -> ProfanityClassifier:
+    """alt-profanity-check runs on the CPU whatever the device."""
+    return ProfanityClassifier()
 
 
-def resolve_name(name: str, checkpoint: str | None = None) -> str:
-    """'auto' is detoxify where a checkpoint is given (option or environment), else profanity."""
+def _check_profanity() -> None:
+    from importlib.util import find_spec
+
+    if find_spec("profanity_check") is None:
+        raise UsageError(_NEEDS_PROFANITY)
+
+
+def _check_detoxify(checkpoint: str | None = None, config: str | None = None) -> None:
+    detoxify_paths(checkpoint, config)
+
+
+CLASSIFIER_COMPONENTS: tuple[ComponentSpec, ...] = (
+    ComponentSpec(KIND, "detoxify", "a local Detoxify checkpoint (options detoxify_checkpoint, "
+                  "detoxify_config; offline)", DetoxifyClassifier, _check_detoxify),
+    ComponentSpec(KIND, "profanity", "alt-profanity-check: a linear SVM from its wheel (offline, word-level)",
+                  _profanity, _check_profanity),
+)
+
+
+def installed_classifiers() -> Mapping[str, ComponentSpec]:
+    """The classifiers the installed plugins register (as `load_plugins()` loads them, honouring
+    $UNLEARN_PLUGINS), for callers that were handed no registry."""
+    from unlearn_core import load_plugins
+
+    return load_plugins().components.get(KIND, {})
+
+
+def resolve_name(name: str, checkpoint: str | None = None,
+                 classifiers: Mapping[str, ComponentSpec] | None = None) -> str:
+    """'auto' is detoxify where a checkpoint is given (option or environment), else profanity; the
+    name must be a registered classifier (`classifiers`, default: the installed ones)."""
+    classifiers = installed_classifiers() if classifiers is None else classifiers
     if name == "auto":
-        return "detoxify" if (checkpoint or os.environ.get(DETOXIFY_CHECKPOINT_ENV)) else "profanity"
-    if name not in CLASSIFIERS:
-        raise unknown_name("toxicity classifier", name, [*CLASSIFIERS, "auto"])
+        name = "detoxify" if (checkpoint or os.environ.get(DETOXIFY_CHECKPOINT_ENV)) else "profanity"
+    if name not in classifiers:
+        raise unknown_name("toxicity classifier", name, [*classifiers, "auto"])
     return name
 
 
-def check_classifier(name: str, checkpoint: str | None = None, config: str | None = None) -> None:
-    """Cheap validation before any model loads: the name exists and its files or package are there."""
-    name = resolve_name(name, checkpoint)
-    if name == "detoxify":
-        detoxify_paths(checkpoint, config)
-    elif name == "profanity":
-        from importlib.util import find_spec
+def _spec(name: str, checkpoint: str | None, classifiers: Mapping[str, ComponentSpec] | None) -> ComponentSpec:
+    classifiers = installed_classifiers() if classifiers is None else classifiers
+    return classifiers[resolve_name(name, checkpoint, classifiers)]
 
-        if find_spec("profanity_check") is None:
-            raise UsageError("toxicity classifier 'profanity' needs alt-profanity-check: "
-                             "pip install alt-profanity-check==1.9.1")
+
+def check_classifier(name: str, checkpoint: str | None = None, config: str | None = None,
+                     classifiers: Mapping[str, ComponentSpec] | None = None) -> None:
+    """Cheap validation before any model loads: the name is registered and its component's check
+    passes (files or package there)."""
+    spec = _spec(name, checkpoint, classifiers)
+    if spec.check is not None:
+        spec.check(**_options(spec.name, checkpoint, config))
 
 
 def load_classifier(name: str = "auto", checkpoint: str | None = None, config: str | None = None,
-                    device: str = "cpu") -> Classifier:
-    """Build a registered classifier; UsageError (one line) when it cannot load."""
-    name = resolve_name(name, checkpoint)
-    if name == "detoxify":
-        return DetoxifyClassifier(checkpoint, config, device=device)
-    return CLASSIFIERS[name]()
+                    device: str = "cpu", classifiers: Mapping[str, ComponentSpec] | None = None) -> Classifier:
+    """Build a registered classifier (`classifiers`, default: the installed ones); UsageError (one
+    line) when it cannot load."""
+    spec = _spec(name, checkpoint, classifiers)
+    return spec.build(device=device, **_options(spec.name, checkpoint, config))
+
+
+def _options(name: str, checkpoint: str | None, config: str | None) -> dict:
+    """The toxicity options' detoxify_checkpoint/_config are detoxify's; other classifiers take none."""
+    return {"checkpoint": checkpoint, "config": config} if name == "detoxify" else {}

@@ -5,6 +5,8 @@ classifier into toxic (forget) and clean (retain) documents.
 
 Both corpora read one cached sample (generated once per model, seed and settings), so they never
 share a document. A manifest beside the cache records seed, settings, classifier and sizes.
+A corpus is handed no registry, so the classifier is built from the installed plugins' components
+(`load_plugins()`, honouring $UNLEARN_PLUGINS); the Python API may pass a registry's instead.
 For users with a network, `civil-toxic` / `civil-clean` are Civil Comments with toxicity ≥ 0.8 / ≤ 0.2.
 """
 
@@ -15,12 +17,13 @@ import json
 import os
 import random
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unlearn_core import CorpusSpec, UsageError, huggingface_documents
+from unlearn_core import ComponentSpec, CorpusSpec, UsageError, huggingface_documents
 
-from .classifiers import check_classifier, load_classifier, resolve_name
+from .classifiers import check_classifier, installed_classifiers, load_classifier, resolve_name
 from .toxicity import PROMPT, SamplingOptions, generate
 
 CACHE_ENV = "UNLEARN_CACHE_DIR"
@@ -80,10 +83,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "unlearn") / "generations"
 
 
-def scored_generations(spec: GeneratedSpec, seed: int, model=None, tokenizer=None) -> tuple[list[dict], dict]:
+def scored_generations(spec: GeneratedSpec, seed: int, model=None, tokenizer=None,
+                       classifiers: Mapping[str, ComponentSpec] | None = None) -> tuple[list[dict], dict]:
     """Every generation with its score, and the manifest; generated once, then read from the cache.
-    `model`/`tokenizer` skip loading `spec.model` (the Python API and tests pass them)."""
-    classifier_name = resolve_name(spec.classifier)
+    `model`/`tokenizer` skip loading `spec.model` (the Python API and tests pass them); `classifiers`
+    is a registry's `components["classifier"]` (default: the installed plugins')."""
+    classifiers = installed_classifiers() if classifiers is None else classifiers
+    classifier_name = resolve_name(spec.classifier, classifiers=classifiers)
     key = json.dumps({"model": spec.model, "seed": seed, "sampling": spec.sampling().model_dump(),
                       "classifier": classifier_name}, sort_keys=True)
     stem = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -91,7 +97,7 @@ def scored_generations(spec: GeneratedSpec, seed: int, model=None, tokenizer=Non
     if rows_path.is_file() and manifest_path.is_file():
         rows = [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines()]
         return rows, json.loads(manifest_path.read_text(encoding="utf-8"))
-    classifier = load_classifier(classifier_name)
+    classifier = load_classifier(classifier_name, classifiers=classifiers)
     if model is None:
         from unlearn_core import load_model
 

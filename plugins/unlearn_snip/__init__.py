@@ -1,7 +1,8 @@
 """SNIP (Li & Weng, UCSD 2024) and the baselines that need neuron explanations.
 
-Registers the methods `snip`, `keyword` and `llm-scored`, the explainers `tokens`, `local` and
-`openai`, the embedders `sentence-transformers` and `openai`, and the command `unlearn explain`.
+Registers the methods `snip`, `keyword` and `llm-scored`, the components of kind "explainer" `tokens`,
+`local` and `openai` and of kind "embedder" `sentence-transformers` and `openai` (they implement
+`unlearn_core.Explainer` and `unlearn_core.Embedder`), and the command `unlearn explain`.
 See method.py for the pipeline.
 """
 
@@ -57,16 +58,22 @@ def _check_openai(class_name: str, kind: str):
 
 
 @hookimpl
-def register_explainers(register):
-    from .explainers import LocalExplainer, TokensExplainer
+def register_components(register):
+    from .explainers import LocalExplainer, SentenceTransformerEmbedder, TokensExplainer
     from .method import accepts
 
-    register(ComponentSpec("tokens", "no LLM: a neuron's strongest tokens (deterministic)",
+    register(ComponentSpec("explainer", "tokens", "no LLM: a neuron's strongest tokens (deterministic)",
                            TokensExplainer, accepts(TokensExplainer, "explainer", "tokens")))
-    register(ComponentSpec("local", "a transformers chat model, default the embedded SmolLM2",
+    register(ComponentSpec("explainer", "local", "a transformers chat model, default the embedded SmolLM2",
                            LocalExplainer, accepts(LocalExplainer, "explainer", "local")))
-    register(ComponentSpec("openai", "any OpenAI-compatible chat endpoint (OPENAI_API_KEY, OPENAI_BASE_URL)",
+    register(ComponentSpec("explainer", "openai",
+                           "any OpenAI-compatible chat endpoint (OPENAI_API_KEY, OPENAI_BASE_URL)",
                            _openai_explainer, _check_openai("OpenAIExplainer", "explainer")))
+    register(ComponentSpec("embedder", "sentence-transformers", "all-MiniLM-L6-v2 from its wheel (offline)",
+                           SentenceTransformerEmbedder,
+                           accepts(SentenceTransformerEmbedder, "embedder", "sentence-transformers")))
+    register(ComponentSpec("embedder", "openai", "OpenAI embeddings, text-embedding-3-small", _openai_embedder,
+                           _check_openai("OpenAIEmbedder", "embedder")))
 
 
 @hookimpl
@@ -74,15 +81,3 @@ def register_commands(register):
     from .command import EXPLAIN
 
     register(EXPLAIN)
-
-
-@hookimpl
-def register_embedders(register):
-    from .explainers import SentenceTransformerEmbedder
-    from .method import accepts
-
-    register(ComponentSpec("sentence-transformers", "all-MiniLM-L6-v2 from its wheel (offline)",
-                           SentenceTransformerEmbedder,
-                           accepts(SentenceTransformerEmbedder, "embedder", "sentence-transformers")))
-    register(ComponentSpec("openai", "OpenAI embeddings, text-embedding-3-small", _openai_embedder,
-                           _check_openai("OpenAIEmbedder", "embedder")))

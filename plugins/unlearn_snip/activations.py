@@ -13,9 +13,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from unlearn_core import NeuronSite
-
-from .types import ActivationRecord, NeuronId, NeuronRecords
+from unlearn_core import ActivationRecord, NeuronId, NeuronRecords, NeuronSite
 
 
 @dataclass

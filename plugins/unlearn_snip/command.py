@@ -20,11 +20,10 @@ from unlearn_core import (
     load_model,
     prepare,
     resolve_site,
-    unknown_name,
 )
 
 from .method import DEFAULT_STORE, ExplainedNeurons, ExplanationOptions, check_components, explainer_key
-from .types import PROMPT_VERSION
+from .prompts import PROMPT_VERSION
 
 
 def configure(p) -> None:
@@ -78,8 +77,7 @@ def run(args) -> int:
         err = e.errors()[0]
         raise UsageError(f"bad value for --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     if args.import_path:  # the explainer only labels imported explanations: no key needed
-        if options.explainer not in registry.explainers:
-            raise unknown_name("explainer", options.explainer, registry.explainers)
+        registry.component("explainer", options.explainer)
     else:
         check_components(options, registry.components)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))

@@ -19,8 +19,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from unlearn_core import NeuronRecords
+
 from . import prompts
-from .types import PROMPT_VERSION, NeuronRecords
+from .prompts import PROMPT_VERSION
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_]+")
 _STOP = set("""a an and are as at be but by for from has have he her his i if in into is it its me my

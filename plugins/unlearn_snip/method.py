@@ -32,11 +32,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from unlearn_core import PruneContext, UsageError, unknown_name
+from unlearn_core import NeuronId, PruneContext, UsageError, unknown_name
 
 from .activations import TopActivations, top_activations
+from .prompts import PROMPT_VERSION
 from .store import IMPORTED, ExplanationStore
-from .types import PROMPT_VERSION, NeuronId
 
 DEFAULT_STORE = Path(os.environ.get("UNLEARN_STORE", "~/.cache/unlearn/explanations.sqlite"))
 
@@ -78,11 +78,11 @@ class KeywordOptions(ExplanationOptions):
 
 def check_components(options: BaseModel, components) -> None:
     """Unknown explainer or embedder names, bad options or a missing key fail before models load."""
-    chosen = [("explainer", "explainers", options.explainer, options.explainer_options)]
+    chosen = [("explainer", options.explainer, options.explainer_options)]
     if hasattr(options, "embedder"):
-        chosen.append(("embedder", "embedders", options.embedder, options.embedder_options))
-    for kind, table, name, kwargs in chosen:
-        specs = components.get(table, {})
+        chosen.append(("embedder", options.embedder, options.embedder_options))
+    for kind, name, kwargs in chosen:
+        specs = components.get(kind, {})
         if name not in specs:
             raise unknown_name(kind, name, specs)
         if specs[name].check is not None:
@@ -131,7 +131,7 @@ class ExplainedNeurons:
         return self.details
 
     def _explainer(self, ctx: PruneContext):
-        spec = ctx.components["explainers"][self.options.explainer]
+        spec = ctx.components["explainer"][self.options.explainer]
         return spec.build(**self.options.explainer_options)
 
     def probe_windows(self, ctx: PruneContext) -> Tensor:
@@ -233,7 +233,7 @@ class SnipScorer(ExplainedNeurons):
 
     def _score(self, ctx: PruneContext) -> Tensor:
         found, _ = self.explanations(ctx)
-        spec = ctx.components["embedders"][self.options.embedder]
+        spec = ctx.components["embedder"][self.options.embedder]
         embedder = spec.build(**self.options.embedder_options)
         texts = sorted(set(found.values()))  # many neurons share an explanation: embed each once
         explained = embedder.embed(texts)  # [M, d], unit rows

@@ -26,9 +26,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from unlearn_core import UsageError
+from unlearn_core import NeuronRecords, UsageError
 
 from .prompts import (
+    PROMPT_VERSION,
     clean_explanation,
     concepts_messages,
     explanation_messages,
@@ -36,7 +37,6 @@ from .prompts import (
     parse_rating,
     rating_messages,
 )
-from .types import PROMPT_VERSION, NeuronRecords
 
 T = TypeVar("T")
 R = TypeVar("R")

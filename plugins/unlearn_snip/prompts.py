@@ -9,7 +9,7 @@ with the completion prefix ("...: the main thing this neuron does is find") and 
 assistant turns show the model how to continue it; `clean_explanation` strips a repeated prefix.
 
 Everything here is a pure function from data to `[{"role": ..., "content": ...}]` or back; bump
-`types.PROMPT_VERSION` whenever a prompt text changes.
+`PROMPT_VERSION` whenever a prompt text changes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import math
 import re
 from collections.abc import Sequence
 
-from .types import ActivationRecord, NeuronRecords
+from unlearn_core import ActivationRecord, NeuronRecords
+
+PROMPT_VERSION = "neuron-explainer-v1"  # bump when a prompt changes: the store keys on it
 
 Message = dict[str, str]
 

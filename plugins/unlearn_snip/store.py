@@ -38,9 +38,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from unlearn_core import UsageError
-
-from .types import NeuronId
+from unlearn_core import NeuronId, UsageError
 
 SCHEMA_VERSION = 2
 IMPORTED = "imported"  # the probe of explanations imported from published files
