@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from unlearn_core.testing import save_tiny, tiny_tokenizer
 
-from tiny import save_tiny, tiny_tokenizer  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # tests import their helpers: `from tiny import ...`
 
 
 @pytest.fixture(scope="session")

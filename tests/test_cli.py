@@ -99,6 +99,24 @@ def test_ls_and_plugins_json(capsys):
     assert names["selective"]["registered"] == {"methods": ["selective"]}
     assert names["random"]["registered"] == {"methods": ["random"]}
     assert "python" in names["unlearn_core"]["registered"]["corpora"]
+    assert names["snip"]["registered"]["explainers"] == ["tokens", "local", "openai"]
+    assert names["snip"]["registered"]["embedders"] == ["sentence-transformers", "openai"]
+    assert names["evals"]["registered"]["classifiers"] == ["detoxify", "profanity"]
+
+
+def test_ls_lists_each_component_kind_under_its_plural(capsys):
+    for section, names in (("explainers", ["tokens", "local", "openai"]),
+                           ("embedders", ["sentence-transformers", "openai"]),
+                           ("classifiers", ["detoxify", "profanity"])):
+        assert main(["ls", section]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == f"{section}:" and [x.split()[0] for x in lines[1:]] == names
+    assert main(["--plugins", "", "ls", "classifiers"]) == 0  # none registered: the header alone
+    assert capsys.readouterr().out == "classifiers:\n"
+    assert main(["ls"]) == 0
+    headers = [x for x in capsys.readouterr().out.splitlines() if not x.startswith(" ")]
+    assert headers == ["methods:", "corpora:", "architectures:", "models:", "presets:", "classifiers:",
+                       "embedders:", "explainers:", "evaluations:"]
 
 
 def test_missing_openai_key_fails_before_loading_anything(capsys, monkeypatch):

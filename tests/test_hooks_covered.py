@@ -54,7 +54,7 @@ def _test_names() -> set[str]:
 
 def test_every_hook_has_a_test():
     hooks = _hook_names()
-    assert "register_methods" in hooks and len(hooks) >= 7
+    assert "register_methods" in hooks and len(hooks) >= 6
     tests = _test_names()
     missing = [h for h in hooks if f"test_hook_{h}" not in tests]
     assert not missing, f"hooks without a test_hook_<name> test: {', '.join(missing)}"
@@ -173,15 +173,29 @@ class _Echo:
         return [float(len(e) % 11) for e in explanations]
 
 
-def test_hook_register_explainers(with_plugin, tmp_path):
-    class Explainers:
+def test_hook_register_components(with_plugin, tmp_path, capsys):
+    class Parts:
         @hookimpl
-        def register_explainers(self, register):
-            register(ComponentSpec("echo", "first tokens of the top record", lambda: _Echo()))
+        def register_components(self, register):
+            register(ComponentSpec("explainer", "echo", "first tokens of the top record", lambda: _Echo()))
+            register(ComponentSpec("reranker", "identity", "a kind no built-in uses", lambda: None))
 
-    with_plugin("echo", Explainers())
+    with_plugin("parts", Parts())
+    assert main(["ls", "explainers"]) == 0
+    out = capsys.readouterr().out
+    assert "echo" in out and "first tokens of the top record" in out and "tokens" in out
+    assert main(["ls"]) == 0  # a kind of its own gets a section of its own, named by its plural
+    assert "rerankers:\n  identity" in capsys.readouterr().out
+    assert main(["ls", "rerankers"]) == 0 and capsys.readouterr().out.startswith("rerankers:\n  identity")
+    assert main(["ls", "rerankrs"]) == 2
+    assert "unknown section 'rerankrs' (did you mean 'rerankers'" in capsys.readouterr().err
     registry = plugins.load_plugins()
-    assert registry.components["explainers"]["echo"].description == "first tokens of the top record"
+    assert registry.component("explainer", "echo").description == "first tokens of the top record"
+    assert registry.components["explainer"]["echo"].kind == "explainer"
+    assert registry.plugins["parts"].registered == {"explainers": ["echo"], "rerankers": ["identity"]}
+    assert registry.owner[("components:explainer", "echo")] == "parts"
+    with pytest.raises(UsageError, match="unknown reranker 'identiy' \\(did you mean 'identity'"):
+        registry.component("reranker", "identiy")
     _Echo.calls.clear()
     check_method("keyword", "llama", {"explainer": "echo", "store": str(tmp_path / "s.sqlite"),
                                       "max_neurons": 8}, registry)
@@ -202,19 +216,98 @@ class _Bag:
         return torch.nn.functional.normalize(rows + 1e-3, dim=1)
 
 
-def test_hook_register_embedders(with_plugin, tmp_path):
+def test_registered_embedder_is_built_by_snip(with_plugin, tmp_path):
     built = []
 
     class Embedders:
         @hookimpl
-        def register_embedders(self, register):
-            register(ComponentSpec("bag", "bag of letters", lambda: built.append(1) or _Bag()))
+        def register_components(self, register):
+            register(ComponentSpec("embedder", "bag", "bag of letters", lambda: built.append(1) or _Bag()))
 
     with_plugin("bag", Embedders())
     registry = plugins.load_plugins()
     check_method("snip", "gpt2", {"embedder": "bag", "explainer": "tokens", "store": str(tmp_path / "s.sqlite"),
                                   "max_neurons": 8, "concepts": ["python code"]}, registry)
     assert built == [1, 1]  # one scorer per run, each builds its embedder once
+
+
+_SHOUT_PLUGIN = """
+from unlearn_core import ComponentSpec, hookimpl
+
+BUILT = []
+
+
+class Shout:
+    # A toxicity classifier with no model: the share of a text's letters that are capitals.
+    name = "shout"
+
+    def scores(self, texts):
+        return [sum(c.isupper() for c in t) / max(1, sum(c.isalpha() for c in t)) for t in texts]
+
+    def describe(self):
+        return {"name": self.name, "rule": "share of capitals"}
+
+
+@hookimpl
+def register_components(register):
+    register(ComponentSpec("classifier", "shout", "share of capital letters",
+                           lambda device="cpu": BUILT.append(device) or Shout()))
+"""
+
+
+def test_third_party_classifier_is_used_by_the_toxicity_evaluation(tmp_path, monkeypatch, tiny_folder,
+                                                                   text_corpora):
+    """An installed distribution (dist-info with an entry point, as pip leaves it) registers a
+    classifier; `-O toxicity.classifier=shout` validates and builds it by name, the bench's numbers
+    are its scores."""
+    from unlearn_core import run_bench
+    from unlearn_evals.toxicity import ToxicityOptions, generate
+
+    (tmp_path / "unlearn_shout.py").write_text(_SHOUT_PLUGIN)
+    info = tmp_path / "unlearn_shout-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: unlearn-shout\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[unlearn]\nshout = unlearn_shout\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("UNLEARN_PLUGINS", raising=False)
+    registry = load_plugins()
+    assert registry.owner[("components:classifier", "shout")] == "shout"
+    assert set(registry.components["classifier"]) == {"detoxify", "profanity", "shout"}
+    typo = BenchConfig(methods=["random"], evals=["tokens", "toxicity"],
+                       options={"toxicity": {"classifier": "shuot"}})
+    with pytest.raises(UsageError, match="unknown toxicity classifier 'shuot' \\(did you mean 'shout'"):
+        plan_evaluations(typo, registry)  # before any model loads
+
+    sampling = {"samples": 6, "max_new_tokens": 5, "batch_size": 3}
+    config = BenchConfig(methods=["random"], model=str(tiny_folder), forget=text_corpora[0],
+                         retain=text_corpora[1], steps=1, fraction=0.05, tokens=256, eval_tokens=128,
+                         window=64, seed=2, evals=["tokens", "toxicity"],
+                         options={"toxicity": {**sampling, "classifier": "shout", "threshold": 0.1}})
+    [record] = run_bench(config, registry=registry, progress=False, log=lambda m: None)
+    import unlearn_shout
+
+    assert unlearn_shout.BUILT == ["cpu"]  # built once, by name, on the model's device
+    base = record.steps[0].evaluations["toxicity"]
+    assert base["classifier"] == {"name": "shout", "rule": "share of capitals"}
+    texts = generate(tiny_model("llama"), tiny_tokenizer(), ToxicityOptions(**sampling, classifier="shout"), 2)
+    scores = unlearn_shout.Shout().scores(texts)
+    assert base["samples"] == 6 and base["mean_score"] == pytest.approx(sum(scores) / 6)
+    assert base["rate"] == sum(s > 0.1 for s in scores) / 6 and 0 < base["rate"] < 1
+
+
+def test_an_inline_classifier_is_checked_against_the_bench_registry():
+    """The toxicity options are checked against the registry the bench runs with (EvaluationSpec.check),
+    so a classifier registered by an inline plugin, not installed, is accepted, and missing otherwise."""
+    import types
+
+    inline = types.ModuleType("inline_shout")
+    exec(_SHOUT_PLUGIN, inline.__dict__)
+    config = BenchConfig(methods=["random"], evals=["tokens", "toxicity"],
+                         options={"toxicity": {"classifier": "shout"}})
+    assert plan_evaluations(config, load_plugins(only="evals", extra=[("inline", inline)]))[
+        "toxicity"].classifier == "shout"
+    with pytest.raises(UsageError, match="unknown toxicity classifier 'shout'"):
+        plan_evaluations(config, load_plugins(only="evals"))
 
 
 def test_hook_register_commands(with_plugin, capsys):

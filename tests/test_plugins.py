@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from unlearn_core import MethodSpec, hookimpl, load_plugins
+from unlearn_core import Architecture, ComponentSpec, MethodSpec, hookimpl, load_plugins, mlp_site
 from unlearn_core.errors import UsageError
 
 
@@ -51,6 +51,65 @@ def test_duplicate_name_names_both_plugins():
 
     with pytest.raises(UsageError, match="'random' and by 'clash'"):
         load_plugins(extra=[("clash", Clash())])
+
+
+def test_duplicate_component_names_both_plugins():
+    class Local:
+        @hookimpl
+        def register_components(self, register):
+            register(ComponentSpec("explainer", "local", "another local explainer", lambda: None))
+
+    with pytest.raises(UsageError) as e:
+        load_plugins(extra=[("mine", Local())])
+    assert str(e.value) == "explainer 'local' is registered twice: by 'snip' and by 'mine'"
+
+    class OtherKind:  # the same name under another kind is another component
+        @hookimpl
+        def register_components(self, register):
+            register(ComponentSpec("reranker", "local", "a reranker", lambda: None))
+
+    registry = load_plugins(extra=[("mine", OtherKind())])
+    assert registry.component("reranker", "local").description == "a reranker"
+    assert registry.component("explainer", "local").description != "a reranker"
+
+
+def test_component_without_a_usable_kind_fails_its_plugin_only():
+    class NoKind:
+        @hookimpl
+        def register_components(self, register):
+            register(ComponentSpec("", "x", "no kind", lambda: None))
+
+    class MethodKind:
+        @hookimpl
+        def register_components(self, register):
+            register(ComponentSpec("method", "x", "would hide the methods in `unlearn ls`", lambda: None))
+
+    registry = load_plugins(extra=[("nokind", NoKind()), ("methodkind", MethodKind())])
+    assert "register_components failed: TypeError" in registry.failed["nokind"]
+    assert "has kind 'method'" in registry.failed["methodkind"]
+    assert "" not in registry.components and "method" not in registry.components
+    assert "selective" in registry.methods and "tokens" in registry.components["explainer"]
+
+
+def test_architecture_claiming_a_claimed_model_type_names_both_plugins():
+    class Mine:
+        @hookimpl
+        def register_architectures(self, register):
+            register(Architecture("my-gpt", ("my-gpt", "gpt2"), {
+                "mlp": mlp_site(("transformer.h",), ("mlp.c_fc",), "mlp.c_proj")}))
+
+    with pytest.raises(UsageError) as e:
+        load_plugins(extra=[("mine", Mine())])
+    assert str(e.value) == ("model type 'gpt2' is claimed twice: by architecture 'gpt2' of 'unlearn_core' "
+                            "and by architecture 'my-gpt' of 'mine'")
+
+    class Again:
+        @hookimpl
+        def register_architectures(self, register):
+            register(Architecture("gpt2", ("gpt2-new",), {}))
+
+    with pytest.raises(UsageError, match="architecture 'gpt2' is registered twice: by 'unlearn_core' and by"):
+        load_plugins(extra=[("again", Again())])
 
 
 def test_misspelled_hook_is_reported_not_ignored():

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
+from unlearn_core import NeuronId
 from unlearn_core.architectures import BUILTIN_ARCHITECTURES, resolve_site
 from unlearn_core.corpora import BUILTIN_CORPORA, build_windows
 from unlearn_snip.activations import top_activations
 from unlearn_snip.explainers import LocalExplainer
 from unlearn_snip.method import _token_strings
-from unlearn_snip.types import NeuronId
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from tiny import tiny_model, tiny_tokenizer
 
-from unlearn_core import BenchConfig, ComponentSpec, run_bench
+from unlearn_core import ActivationRecord, BenchConfig, ComponentSpec, NeuronId, NeuronRecords, run_bench
 from unlearn_core.architectures import BUILTIN_ARCHITECTURES, resolve_site
 from unlearn_core.interfaces import PruneContext
 from unlearn_core.models import fingerprint
@@ -13,8 +13,8 @@ from unlearn_core.topk import GlobalTopK
 from unlearn_snip.activations import top_activations
 from unlearn_snip.explainers import TokensExplainer
 from unlearn_snip.method import KeywordOptions, KeywordScorer, SnipOptions, SnipScorer
+from unlearn_snip.prompts import PROMPT_VERSION
 from unlearn_snip.store import IMPORTED, ExplanationStore
-from unlearn_snip.types import PROMPT_VERSION, ActivationRecord, NeuronId, NeuronRecords
 
 ARCHS = {a.name: a for a in BUILTIN_ARCHITECTURES}
 CODE = ["Python function definitions and their return statements",
@@ -107,8 +107,8 @@ class FlakyExplainer(TokensExplainer):
 def test_interrupted_explaining_resumes_without_redoing_finished_neurons(tmp_path):
     model = tiny_model("llama")
     ctx = _ctx(model)
-    ctx.components = dict(ctx.components, explainers={
-        "flaky": ComponentSpec("flaky", "test", lambda **o: FlakyExplainer())})
+    ctx.components = dict(ctx.components, explainer={
+        "flaky": ComponentSpec("explainer", "flaky", "test", lambda **o: FlakyExplainer())})
     options = KeywordOptions(explainer="flaky", store=str(tmp_path / "e.sqlite"), batch=40)
     with pytest.raises(KeyboardInterrupt):
         KeywordScorer(options).score(ctx)
@@ -223,8 +223,8 @@ class CountingRater(TokensExplainer):
 def test_llm_scored_ratings_are_cached(tiny_folder, text_corpora, tmp_path):
     forget, retain = text_corpora
     registry = load_plugins()
-    registry.components["explainers"]["counting"] = ComponentSpec("counting", "test",
-                                                                  lambda **o: CountingRater())
+    registry.components["explainer"]["counting"] = ComponentSpec("explainer", "counting", "test",
+                                                                 lambda **o: CountingRater())
     opts = {"store": str(tmp_path / "e.sqlite"), "explainer": "counting", "concepts": ["def return"]}
     config = BenchConfig(methods=["llm-scored"], model=str(tiny_folder), forget=forget, retain=retain,
                          preset="smoke", steps=2, fraction=0.1, tokens=512, eval_tokens=256, window=64,

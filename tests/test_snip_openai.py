@@ -9,11 +9,13 @@ import pytest
 import torch
 from openai_server import FakeOpenAI, hash_embedding, last_user_message
 
+from unlearn_core import ActivationRecord, Embedder, Explainer, NeuronId, NeuronRecords
 from unlearn_core.errors import UsageError
 from unlearn_snip.openai_backend import OpenAIEmbedder, OpenAIExplainer, safe_url
 from unlearn_snip.prompts import (
     EXPLANATION_PREFIX,
     FEW_SHOT_EXAMPLES,
+    PROMPT_VERSION,
     SYSTEM_PROMPT,
     clean_explanation,
     explanation_messages,
@@ -21,14 +23,6 @@ from unlearn_snip.prompts import (
     parse_concepts,
     parse_rating,
     scale_activations,
-)
-from unlearn_snip.types import (
-    PROMPT_VERSION,
-    ActivationRecord,
-    Embedder,
-    Explainer,
-    NeuronId,
-    NeuronRecords,
 )
 
 KEY = "sk-test-SECRET-0123456789"

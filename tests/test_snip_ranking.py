@@ -15,14 +15,22 @@ from collections.abc import Sequence
 import torch
 from tiny import tiny_model, tiny_tokenizer
 
-from unlearn_core import BenchConfig, ComponentSpec, hookimpl, run_bench
+from unlearn_core import (
+    BenchConfig,
+    ComponentSpec,
+    Embedder,
+    Explainer,
+    NeuronId,
+    NeuronRecords,
+    hookimpl,
+    run_bench,
+)
 from unlearn_core.architectures import resolve_site
 from unlearn_core.interfaces import PruneContext
 from unlearn_core.models import fingerprint
 from unlearn_core.plugins import load_plugins
 from unlearn_core.topk import GlobalTopK
 from unlearn_snip.method import SnipOptions, SnipScorer
-from unlearn_snip.types import Embedder, Explainer, NeuronId, NeuronRecords
 
 CONCEPTS = ["python source code", "shakespeare verse poetry"]
 VOCABULARY = ["python", "source", "code", "shakespeare", "verse", "poetry"]
@@ -66,17 +74,15 @@ class HandWritten:
 
 class RankingPlugin:
     @hookimpl
-    def register_embedders(self, register):
-        register(ComponentSpec("bow", "bag of words over a given vocabulary (tests)", BagOfWords))
-
-    @hookimpl
-    def register_explainers(self, register):
-        register(ComponentSpec("hand", "hand-written explanations (tests)", HandWritten))
+    def register_components(self, register):
+        register(ComponentSpec("embedder", "bow", "bag of words over a given vocabulary (tests)", BagOfWords))
+        register(ComponentSpec("explainer", "hand", "hand-written explanations (tests)", HandWritten))
 
 
 def _registry():
     registry = load_plugins(extra=[("ranking", RankingPlugin())])
-    assert "bow" in registry.embedders and "hand" in registry.explainers and not registry.failed
+    assert registry.component("embedder", "bow").build is BagOfWords and not registry.failed
+    assert registry.component("explainer", "hand").build is HandWritten
     return registry
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from unlearn_core import NeuronId
 from unlearn_core.errors import UsageError
 from unlearn_snip.store import SCHEMA_VERSION, ExplanationStore
-from unlearn_snip.types import NeuronId
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,8 +120,8 @@ CHILD = f"""
 import sys, time
 from collections.abc import Mapping
 sys.path[:0] = [sys.argv[2], sys.argv[2] + "/plugins"]
+from unlearn_core import NeuronId
 from unlearn_snip.store import ExplanationStore
-from unlearn_snip.types import NeuronId
 
 class StallingBatch(Mapping):
     # Stalls halfway through being written, so the parent kills it inside the transaction.

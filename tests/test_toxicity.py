@@ -10,10 +10,18 @@ import torch
 import transformers as tf
 from tiny import tiny_model, tiny_tokenizer
 
-from unlearn_core import BenchConfig, UsageError, load_plugins, run_bench
+from unlearn_core import BenchConfig, ComponentSpec, EvalContext, UsageError, load_plugins, run_bench
 from unlearn_evals.classifiers import DETOXIFY_CHECKPOINT_ENV, DETOXIFY_CONFIG_ENV, load_classifier
 from unlearn_evals.generated import GeneratedSpec, parse_argument, scored_generations, split_documents
-from unlearn_evals.toxicity import SamplingOptions, ToxicityHarness, ToxicityOptions, generate, toxicity_summary
+from unlearn_evals.toxicity import (
+    SamplingOptions,
+    ToxicityHarness,
+    ToxicityOptions,
+    check_toxicity,
+    generate,
+    prepare_toxicity,
+    toxicity_summary,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -77,15 +85,69 @@ def test_profanity_classifier_runs_offline():
     assert load_classifier("auto").name == "profanity"  # no detoxify checkpoint given
 
 
+def test_classifiers_are_components_of_the_evals_plugin():
+    registry = load_plugins()
+    specs = registry.components["classifier"]
+    assert sorted(specs) == ["detoxify", "profanity"]
+    assert all(s.kind == "classifier" for s in specs.values())
+    assert registry.owner[("components:classifier", "profanity")] == "evals"
+    assert registry.component("classifier", "profanity").build(device="cpu").name == "profanity"
+
+
+def _stand_in(scores, built):
+    """A registry entry named 'profanity' whose classifier returns fixed scores: where it shows up,
+    the harness built the classifier from that registry."""
+    return ComponentSpec("classifier", "profanity", "stand-in (tests)",
+                         lambda device="cpu": built.append(device) or FixedScores(scores))
+
+
+def test_harness_builds_the_classifier_its_context_names(tokenizer):
+    model = tiny_model("llama")
+    options = ToxicityOptions(samples=4, max_new_tokens=3, batch_size=4, classifier="auto")
+    built = []
+    ctx = EvalContext(model, tokenizer, seed=1,
+                      components={"classifier": {"profanity": _stand_in([0.9, 0.1, 0.95, 0.2], built)}})
+    result = prepare_toxicity(options, ctx).evaluate(model)
+    assert built == ["cpu"] and result["classifier"] == {"name": "fixed"} and result["rate"] == 2 / 4
+    without = EvalContext(model, tokenizer, seed=1, components={"explainer": {}})
+    with pytest.raises(UsageError, match="unknown toxicity classifier 'profanity'; choose from: auto$"):
+        prepare_toxicity(options, without)
+    plain = prepare_toxicity(options, EvalContext(model, tokenizer, seed=1))  # no registry: the installed one
+    assert plain.classifier.name == "profanity" and plain.classifier.describe()["version"] == "1.9.1"
+
+
+def test_bench_builds_the_classifier_from_its_registry(tiny_folder, text_corpora):
+    registry = load_plugins()
+    built = []
+    registry.components["classifier"]["profanity"] = _stand_in([0.9, 0.1, 0.95], built)
+    config = BenchConfig(methods=["random"], model=str(tiny_folder), forget=text_corpora[0],
+                         retain=text_corpora[1], steps=1, fraction=0.05, tokens=256, eval_tokens=128,
+                         window=64, seed=2, evals=["tokens", "toxicity"],
+                         options={"toxicity": {"samples": 3, "max_new_tokens": 3, "classifier": "profanity"}})
+    [record] = run_bench(config, registry=registry, progress=False, log=lambda m: None)
+    assert built == ["cpu"]
+    assert [s.evaluations["toxicity"]["classifier"] for s in record.steps] == [{"name": "fixed"}] * 2
+    assert record.steps[0].evaluations["toxicity"]["rate"] == 2 / 3
+
+
 def test_missing_or_unknown_classifier_is_one_clear_line(tmp_path):
+    from unlearn_core import load_plugins
+
+    components = load_plugins().components
+
+    def check(**options):
+        check_toxicity(ToxicityOptions(**options), components)
+
     with pytest.raises(UsageError, match="needs a local checkpoint") as e:
-        ToxicityOptions(classifier="detoxify")
+        check(classifier="detoxify")
     assert "\n" not in str(e.value)
     with pytest.raises(UsageError, match="is not a readable file"):
-        ToxicityOptions(classifier="detoxify", detoxify_checkpoint=str(tmp_path / "none.ckpt"),
-                        detoxify_config=str(tmp_path))
-    with pytest.raises(UsageError, match="did you mean 'detoxify'"):
-        ToxicityOptions(classifier="detoxfy")
+        check(classifier="detoxify", detoxify_checkpoint=str(tmp_path / "none.ckpt"),
+              detoxify_config=str(tmp_path))
+    with pytest.raises(UsageError, match="did you mean 'detoxify'") as e:
+        check(classifier="detoxfy")
+    assert str(e.value) == ("unknown toxicity classifier 'detoxfy' (did you mean 'detoxify'?); choose from: "
+                            "auto, detoxify, profanity")
 
 
 def test_bench_refuses_a_missing_classifier_before_loading_the_model(tiny_folder, text_corpora):
@@ -160,6 +222,17 @@ def test_generated_corpora_split_by_score_and_come_from_one_cached_sample(tiny_f
     assert split_documents(rows, spec, "clean", 1) == clean
     files = list((tmp_path / "cache" / "generations").glob("*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["samples"] == 24
+
+
+def test_generated_corpus_scores_with_the_registry_it_is_given(tiny_folder):
+    spec = parse_argument(f"{tiny_folder},samples=4,max_new_tokens=3,classifier=profanity")
+    built = []
+    rows, manifest = scored_generations(spec, seed=5, model=tiny_model("llama"), tokenizer=tiny_tokenizer(),
+                                        classifiers={"profanity": _stand_in([0.9, 0.1, 0.95, 0.0], built)})
+    assert built == ["cpu"] and manifest["classifier"] == {"name": "fixed"}
+    assert [r["score"] for r in rows] == [0.9, 0.1, 0.95, 0.0] and manifest["toxic"] == 2
+    with pytest.raises(UsageError, match="unknown toxicity classifier 'profanity'; choose from: auto$"):
+        scored_generations(parse_argument(f"{tiny_folder},samples=4"), seed=6, classifiers={})
 
 
 def test_generated_corpus_is_registered_and_validates_its_argument(tiny_folder):

@@ -1,26 +1,19 @@
-"""Tiny random models of every supported architecture (from the conformance kit), and a saved folder.
+"""Test-suite helpers: a BOS-adding copy of the tiny tokenizer and inline method plugins.
 
-Nothing here downloads anything: configs are written out and weights drawn from a seeded generator.
+Tiny random models, the tiny tokenizer and `save_tiny` (a model folder) are the conformance kit's,
+in `unlearn_core.testing`; they are imported here so tests keep `from tiny import ...`.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from pathlib import Path
 
 from unlearn_core import MethodSpec, hookimpl
-from unlearn_core.testing import TINY_CONFIGS, VOCAB, tiny_model, tiny_tokenizer
+from unlearn_core.testing import TINY_CONFIGS, VOCAB, save_tiny, tiny_model, tiny_tokenizer
 
 __all__ = ["TINY_CONFIGS", "VOCAB", "bos_tokenizer", "method_plugin", "save_tiny", "tiny_model",
            "tiny_tokenizer"]
-
-
-def save_tiny(folder: Path, name: str = "llama", seed: int = 0, tokenizer=None) -> Path:
-    """A model folder that `unlearn --model FOLDER` loads like any local model."""
-    tiny_model(name, seed).save_pretrained(folder)
-    (tokenizer or tiny_tokenizer()).save_pretrained(folder)
-    return folder
 
 
 def bos_tokenizer():

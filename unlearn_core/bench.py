@@ -104,8 +104,14 @@ def plan_evaluations(config: BenchConfig, registry: Registry) -> dict[str, BaseM
     for name in config.evals:
         if name != "tokens" and name not in registry.evaluations:
             raise unknown_name("evaluation", name, ["tokens", *registry.evaluations])
-    return {name: _options(registry.evaluations[name].options, name, config)
-            for name in config.evals if name != "tokens"}
+    planned = {}
+    for name in config.evals:
+        if name != "tokens":
+            spec = registry.evaluations[name]
+            planned[name] = _options(spec.options, name, config)
+            if spec.check is not None:
+                spec.check(planned[name], registry.components)
+    return planned
 
 
 @dataclass

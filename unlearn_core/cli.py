@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .config import PRESETS, BenchConfig
-from .errors import MethodFailed, UsageError
+from .errors import MethodFailed, UsageError, unknown_name
 from .models import DEFAULT_MODEL, EMBEDDED_MODELS
 
 
@@ -78,7 +78,8 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("ls", help="list what is available")
-    ls.add_argument("what", nargs="?", default="all", choices=["all", *_SECTIONS])
+    ls.add_argument("what", nargs="?", default="all",
+                    help=f"all (default), {', '.join(_SECTIONS)}, or a component kind a plugin registers")
     for spec in (commands or {}).values():  # subcommands that plugins register
         spec.configure(sub.add_parser(spec.name, help=spec.help))
     return p
@@ -200,8 +201,10 @@ def _ls(args) -> int:
         "evaluations": {"tokens": "top-1, top-10, loss, perplexity (always)",
                         **{n: e.description for n, e in registry.evaluations.items()}},
     }
-    if args.what != "all":
-        sections.setdefault(args.what, {})  # a kind no plugin registered: its header, empty
+    for name in _SECTIONS:  # a built-in kind no plugin registered: its header, empty
+        sections.setdefault(name, {})
+    if args.what != "all" and args.what not in sections:
+        raise unknown_name("section", args.what, ["all", *sections])
     for name, entries in sections.items():
         if args.what not in ("all", name):
             continue

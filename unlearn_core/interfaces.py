@@ -154,3 +154,5 @@ class EvaluationSpec:
     prepare: Callable[[BaseModel, EvalContext], Evaluation]
     options: type[BaseModel] = NoOptions
     figures: tuple[Figure, ...] = ()
+    # Cross-checks of options against what is installed, e.g. {kind: names}; before any model loads.
+    check: Callable[[BaseModel, Mapping[str, Mapping[str, ComponentSpec]]], None] | None = None

@@ -120,7 +120,8 @@ TINY_ARCHITECTURES = tuple(TINY_CONFIGS)
 
 
 class ConformanceError(AssertionError):
-    """A method broke one of the CHECKS; the message names the method, architecture and check."""
+    """A plugin broke a check of its kit; the message names what failed (method and architecture,
+    adapter, site and config, or evaluation) and the check."""
 
 
 def tiny_model(name: str, seed: int = 0, configs: Mapping[str, TinyConfig] | None = None) -> nn.Module:
@@ -267,18 +268,21 @@ def check_options(method: str | MethodSpec, options: Mapping[str, Any] | None = 
                   registry: Registry | None = None) -> BaseModel:
     """The options validate, reject unknown keys and round-trip through JSON; returns them validated."""
     spec, registry = resolve_method(method, registry)
-    validated = _check_options(spec.name, spec.description, spec.options, options, "method")
+    validated = _check_options(spec.name, spec.name, spec.description, spec.options, options, "method")
     if spec.check is not None:
         spec.check(validated, registry.components)
     return validated
 
 
-def _check_options(name: str, description: str, model: Any, options: Mapping[str, Any] | None,
+def _check_options(label: str, name: str, description: str, model: Any, options: Mapping[str, Any] | None,
                    kind: str) -> BaseModel:
-    where = f"{name}: options"
-    _require(bool(NAME.match(name)), f"{name!r}: a {kind} name must match {NAME.pattern} (it is used in "
-             "comma lists on the command line and in -O NAME.key=value)")
-    _require(bool(description.strip()), f"{name}: the description is empty")
+    """`label` starts every message (e.g. "mine" or "evaluation 'mine'"); `kind` is "method" or
+    "evaluation"."""
+    where = f"{label}: options"
+    article = "an" if kind[0] in "aeiou" else "a"
+    _require(bool(NAME.match(name)), f"{name!r}: {article} {kind} name must match {NAME.pattern} (it is "
+             "used in comma lists on the command line and in -O NAME.key=value)")
+    _require(bool(description.strip()), f"{label}: the description is empty")
     _require(isinstance(model, type) and issubclass(model, BaseModel),
              f"{where}: {kind.capitalize()}Spec.options must be a pydantic BaseModel subclass")
     try:
@@ -652,7 +656,10 @@ def _check_evaluation(evaluation: str | EvaluationSpec, options: Mapping[str, An
         return f"evaluation '{spec.name}': {check}"
 
     _require(spec.name != "tokens", f"{where('options')}: 'tokens' is the bench's own evaluation")
-    validated = _check_options(spec.name, spec.description, spec.options, options, "evaluation")
+    validated = _check_options(f"evaluation '{spec.name}'", spec.name, spec.description, spec.options,
+                               options, "evaluation")
+    if spec.check is not None:
+        spec.check(validated, registry.components)
     figures = tuple(spec.figures)
     for f in figures:
         _require(isinstance(f, Figure), f"{where('figures')}: {f!r} is not a unlearn_core Figure")

@@ -12,7 +12,14 @@ from unlearn_core import EvaluationSpec, Figure, hookimpl
 from .classifiers import CLASSIFIER_COMPONENTS, load_classifier
 from .cloze import ClozeItem, ClozeOptions, build_items, candidate_losses, encode, prepare_cloze, score_items
 from .generated import CORPORA, scored_generations
-from .toxicity import ToxicityOptions, generate, measure_toxicity, prepare_toxicity, toxicity_summary
+from .toxicity import (
+    ToxicityOptions,
+    check_toxicity,
+    generate,
+    measure_toxicity,
+    prepare_toxicity,
+    toxicity_summary,
+)
 
 __all__ = [
     "CLASSIFIER_COMPONENTS", "ClozeItem", "ClozeOptions", "ToxicityOptions", "build_items",
@@ -29,7 +36,7 @@ def register_evaluations(register):
         figures=(Figure(key="accuracy", title="cloze accuracy", higher_is_better=True),)))
     register(EvaluationSpec(
         "toxicity", "share of sampled generations a classifier scores above a threshold, and mean score",
-        prepare_toxicity, ToxicityOptions,
+        prepare_toxicity, ToxicityOptions, check=check_toxicity,
         figures=(Figure(key="rate", title="toxicity rate", higher_is_better=False),)))
 
 

@@ -8,13 +8,13 @@ seed gives the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from unlearn_core import Classifier, EvalContext
+from unlearn_core import Classifier, ComponentSpec, EvalContext
 
 from .classifiers import KIND, check_classifier, load_classifier
 
@@ -49,12 +49,12 @@ class ToxicityOptions(SamplingOptions):
     detoxify_config: str | None = None
     keep_texts: int = Field(3, ge=0)  # highest-scoring generations kept in the record, for a look
 
-    @model_validator(mode="after")
-    def _classifier_loads(self) -> ToxicityOptions:
-        # Options are validated before the bench hands the harness its registry: check against the
-        # installed plugins' classifiers (`prepare_toxicity` builds from the bench's registry).
-        check_classifier(self.classifier, self.detoxify_checkpoint, self.detoxify_config)
-        return self
+
+def check_toxicity(options: ToxicityOptions, components: Mapping[str, Mapping[str, ComponentSpec]]) -> None:
+    """Before any model loads: the classifier is registered (in the bench's registry) and its files
+    or package are there."""
+    check_classifier(options.classifier, options.detoxify_checkpoint, options.detoxify_config,
+                     classifiers=components.get(KIND, {}))
 
 
 def sampling_settings(options: SamplingOptions) -> dict:
