@@ -61,6 +61,7 @@ def test_an_inline_evaluation_gets_its_columns_everywhere(tiny_folder, text_corp
 
     table = summary_table(records)
     assert "| weight kept % ↓ | weight lost |" in table
+    assert table.splitlines()[2].endswith("| 100.0 | 0.0 | 0.0 | |")  # base: all kept, none lost, 0 % pruned
     assert f"| {100 * kept[-1]:.1f} |" in table.splitlines()[3]  # selective's final value
 
     groups, skipped = leaderboard([tmp_path], sort="kept_weights_kept_final")

@@ -65,11 +65,13 @@ def test_these_stay_in_the_protocol(record, what):
 
 
 @pytest.mark.parametrize("what,same_run", [("seed", False), ("method", False), ("options", False),
-                                            ("device", False), ("batch size", True), ("model path", True),
+                                            ("device", False), ("windows of another seed", False),
+                                            ("batch size", True), ("model path", True),
                                             ("start time", True)])
 def test_which_make_another_run(record, what, same_run):
     """A record is resumed by a run with the same key: batch size and start time do not change the
-    numbers' meaning; the device does (kernels round differently), as do seed, method and options."""
+    numbers' meaning; the device does (kernels round differently), as do seed, method, options and
+    the windows' text (an edited corpus file is another run, never resumed into this one)."""
     assert (run_key(_changed(record, SAME_PROTOCOL[what])) == run_key(record)) is same_run
 
 

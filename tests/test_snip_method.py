@@ -270,3 +270,18 @@ def test_explain_probes_the_statistics_windows_and_the_bench_reuses_them(tiny_fo
     assert {tuple(r.tolist()) for r in probe} <= stats
     assert not {tuple(r.tolist()) for r in probe} & evaluation
     assert record.method_info["probe"]["key"] == KeywordScorer(KeywordOptions()).probe_key(probe)
+
+
+def test_explain_uses_the_registry_plugins_chose(tiny_folder, text_corpora, tmp_path, monkeypatch, capsys):
+    """`unlearn --plugins snip explain` runs on what --plugins loaded (it once loaded the plugins
+    again from $UNLEARN_PLUGINS), and the bench's `prepare` builds its model and windows."""
+    from unlearn_core.cli import main
+
+    forget, retain = text_corpora
+    monkeypatch.setenv("UNLEARN_PLUGINS", "selective")  # no explainers at all
+    argv = ["explain", "--model", str(tiny_folder), "--forget", forget, "--retain", retain,
+            "--preset", "smoke", "--tokens", "512", "--store", str(tmp_path / "e.sqlite"), "--quiet"]
+    assert main(argv) == 2
+    assert "invalid choice: 'explain'" in capsys.readouterr().err  # the env var: no snip, no command
+    assert main(["--plugins", "snip", *argv]) == 0
+    assert "96 explanations" in capsys.readouterr().out

@@ -7,7 +7,8 @@ protocol compares; batch size and device only decide how fast it runs.
 
 - the leaderboard ranks runs of one protocol against each other (`Protocol.of(record)`);
 - plots of one protocol share a file prefix (`Protocol.key`);
-- a record is resumed, not redone, when protocol, method, options, seed and device match (`run_key`).
+- a record is resumed, not redone, when protocol, method, options, seed, device and windows
+  match (`run_key`).
 """
 
 from __future__ import annotations
@@ -80,9 +81,11 @@ class Protocol(BaseModel):
 
 def run_key(record: RunRecord) -> str:
     """Records with the same key are the same run: one with it is resumed, not redone. The device
-    is part of it: CPU and GPU kernels round differently, and a run's steps must agree."""
+    is part of it (CPU and GPU kernels round differently, and a run's steps must agree), and so are
+    the windows' token ids: a corpus file edited since is other text, so another run."""
     blob = canonical({"protocol": Protocol.of(record).key, "method": record.method,
-                      "options": record.options, "seed": record.seed, "device": record.config.device})
+                      "options": record.options, "seed": record.seed, "device": record.config.device,
+                      "windows": [record.forget.sha256, record.retain.sha256]})
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
