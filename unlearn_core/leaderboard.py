@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from .errors import UsageError, unknown_name
 from .metrics import summarise
 from .protocol import Protocol, canonical
-from .records import Figure, RunRecord, parse_record
+from .records import Figure, RunRecord, declared_figures, parse_record
 
 FORMATS = ("md", "html", "csv")
 
@@ -63,16 +63,9 @@ TRAILING_COLUMNS = [
 
 def evaluation_columns(records: list[RunRecord]) -> list[Column]:
     """A base and a final column for every figure the records' evaluations declare."""
-    columns: dict[str, Column] = {}
-    for r in records:
-        for name, info in sorted(r.evaluations.items()):
-            for fig in info.figures:
-                for which in ("base", "final"):
-                    key = figure_key(name, fig, which)
-                    title = f"{which} {fig.title} {fig.unit}".strip()
-                    columns.setdefault(key, Column(key, title, fig.arrow if which == "final" else "",
-                                                   optional=True, description=f"{name}: {fig.key}"))
-    return list(columns.values())
+    return [Column(figure_key(name, fig, which), f"{which} {fig.title} {fig.unit}".strip(),
+                   fig.arrow if which == "final" else "", optional=True, description=f"{name}: {fig.key}")
+            for name, fig in declared_figures(records) for which in ("base", "final")]
 
 
 def figure_key(evaluation: str, figure: Figure, which: str) -> str:
@@ -84,9 +77,8 @@ def figure_values(record: RunRecord) -> dict[str, float | None]:
     values: dict[str, float | None] = {}
     for name, info in record.evaluations.items():
         for fig in info.figures:
-            curve = [fig.value(s.evaluations[name]) for s in record.steps if name in s.evaluations]
-            values[figure_key(name, fig, "base")] = (
-                fig.value(record.steps[0].evaluations[name]) if name in record.steps[0].evaluations else None)
+            curve = [fig.value(s.evaluations.get(name)) for s in record.steps]
+            values[figure_key(name, fig, "base")] = curve[0]
             values[figure_key(name, fig, "final")] = next((v for v in reversed(curve) if v is not None), None)
     return values
 

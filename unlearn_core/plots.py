@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .metrics import relative_drop, summarise
-from .records import Figure, RunRecord, write_atomic
+from .records import Figure, RunRecord, declared_figures, write_atomic
 
 FIGURES = {
     "fig1_forget_vs_retain_drop.png": "Forget vs retain top-1 drop",
@@ -67,15 +67,8 @@ def render_figures(records: Sequence[RunRecord],
 
 def evaluation_figures(records: Sequence[RunRecord]) -> dict[tuple[str, Figure], str]:
     """(evaluation, figure) -> file name, for every figure the records' evaluations declare."""
-    out: dict[tuple[str, Figure], str] = {}
-    keys: set[tuple[str, str]] = set()
-    for r in records:
-        for evaluation, info in sorted(r.evaluations.items()):
-            for figure in info.figures:
-                if (evaluation, figure.key) not in keys:
-                    keys.add((evaluation, figure.key))
-                    out[(evaluation, figure)] = f"fig_{evaluation}_{figure.key.replace('.', '_')}.png"
-    return out
+    return {(evaluation, figure): f"fig_{evaluation}_{figure.key.replace('.', '_')}.png"
+            for evaluation, figure in declared_figures(records)}
 
 
 def figure_title(records: Sequence[RunRecord], name: str) -> str:

@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,17 @@ class RunRecord(BaseModel):
     environment: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     started: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+
+def declared_figures(records: Sequence[RunRecord]) -> list[tuple[str, Figure]]:
+    """(evaluation, figure) for every figure the records' evaluations declare, each (evaluation,
+    key) once, as first declared: what the bench table, leaderboard and plots show."""
+    seen: dict[tuple[str, str], Figure] = {}
+    for r in records:
+        for name, info in sorted(r.evaluations.items()):
+            for figure in info.figures:
+                seen.setdefault((name, figure.key), figure)
+    return [(name, figure) for (name, _), figure in seen.items()]
 
 
 # What the built-in evaluations reported as their headline before records declared figures.

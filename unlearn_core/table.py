@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .metrics import relative_drop
-from .records import Figure, RunRecord, StepRecord
+from .records import Figure, RunRecord, StepRecord, declared_figures
 
 
 def _pct(x: float) -> str:
@@ -13,7 +13,7 @@ def _pct(x: float) -> str:
 def summary_table(records: list[RunRecord]) -> str:
     """One row per method (plus the shared base row), with arrows saying which way is better, and
     a column for every figure the records' evaluations declare."""
-    figures = _figures(records)
+    figures = declared_figures(records)
     head = ("| method | selectivity (pts) ↑ | forget drop @ retain drop ≤5% (pts) ↑ | "
             "forget top-1 % ↓ | retain top-1 % ↑ | forget ppl ↑ | retain ppl ↓ | "
             + "".join(" ".join(x for x in (f.title, f.unit, f.arrow) if x) + " | " for _, f in figures)
@@ -36,16 +36,6 @@ def summary_table(records: list[RunRecord]) -> str:
             + f"{_pct(last.pruned_fraction)} | {r.timings.get('method', 0):.0f} |"
         )
     return "\n".join(rows)
-
-
-def _figures(records: list[RunRecord]) -> list[tuple[str, Figure]]:
-    """(evaluation, figure) for every figure the records declare, first declaration first."""
-    seen: dict[tuple[str, str], Figure] = {}
-    for r in records:
-        for name, info in sorted(r.evaluations.items()):
-            for f in info.figures:
-                seen.setdefault((name, f.key), f)
-    return [(name, f) for (name, _), f in seen.items()]
 
 
 def _figure(step: StepRecord, evaluation: str, figure: Figure) -> str:
