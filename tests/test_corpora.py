@@ -33,11 +33,16 @@ def test_builtin_corpora_are_seeded_and_sized(name, tokenizer):
     assert a.identity()["sha256"] == b.identity()["sha256"] != c.identity()["sha256"]
 
 
-def test_documents_go_to_one_split_only(tmp_path, tokenizer):
-    path = tmp_path / "docs.jsonl"
+def _numbered_documents(path, count: int, words: int, field: str = "text"):
+    """A JSON-lines corpus of `count` documents 'DOC<i> word word ...', each findable by its number."""
     with path.open("w") as f:
-        for i in range(400):
-            f.write(json.dumps({"body": f"DOC{i} " + "word " * 20}) + "\n")
+        for i in range(count):
+            f.write(json.dumps({field: f"DOC{i} " + "word " * words}) + "\n")
+    return path
+
+
+def test_documents_go_to_one_split_only(tmp_path, tokenizer):
+    path = _numbered_documents(tmp_path / "docs.jsonl", 400, words=20, field="body")
     w = _windows(f"jsonl:{path}:body", tokenizer, stats=2048, eval_=1024)
     stats_docs, eval_docs = _doc_ids(tokenizer, w.stats), _doc_ids(tokenizer, w.eval)
     assert stats_docs and eval_docs
@@ -164,10 +169,7 @@ def test_windows_start_with_bos_where_the_tokenizer_uses_one(tokenizer):
 
 
 def test_held_out_texts_leave_out_every_statistics_document(tmp_path, tokenizer):
-    path = tmp_path / "docs.jsonl"
-    with path.open("w") as f:
-        for i in range(300):
-            f.write(json.dumps({"text": f"DOC{i} " + "word " * 30}) + "\n")
+    path = _numbered_documents(tmp_path / "docs.jsonl", 300, words=30)
     w = _windows(f"jsonl:{path}", tokenizer, stats=1024, eval_=512)
     held_out = " ".join(w.held_out_texts(CORPORA))
     kept = {t for t in held_out.split() if t.startswith("DOC")}
