@@ -170,9 +170,31 @@ def migrate(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def loads_json(text: str | bytes) -> Any:
+    """json.loads, with input nested too deeply for Python's parser (`[` x 200,000) a ValueError
+    like any other malformed JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write `content` to `path` so that a reader sees the old file or the new one, never half."""
+    """Write `content` to `path` so that a reader sees the old file or the new one, never half.
+
+    The file gets the mode any new file would (0666 less the umask; an existing file keeps its
+    own), not mkstemp's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     data = content.encode("utf-8") if isinstance(content, str) else content
     try:
@@ -180,6 +202,7 @@ def write_atomic(path: Path, content: str | bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -192,7 +215,11 @@ def save_record(record: RunRecord, path: Path) -> None:
 
 def load_record(path: Path) -> RunRecord:
     """The record at `path`, migrated from older schemas (ValueError when it is not one)."""
-    return parse_record(json.loads(Path(path).read_text(encoding="utf-8")))
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {e.start})") from None
+    return parse_record(loads_json(text))
 
 
 def parse_record(raw: Any) -> RunRecord:
@@ -200,7 +227,9 @@ def parse_record(raw: Any) -> RunRecord:
     if not isinstance(raw, dict):
         raise ValueError("a run record is a JSON object")
     version = raw.get("schema_version", 1)
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"schema_version must be a whole number from 1, got {json.dumps(version)[:40]}")
+    if version > SCHEMA_VERSION:
         raise ValueError(f"written by a newer unlearn (schema {version} > {SCHEMA_VERSION})")
     try:
         return RunRecord.model_validate(migrate(raw))
