@@ -15,6 +15,7 @@ It reads top to bottom as three steps:
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,11 +28,19 @@ from torch import Tensor
 from .architectures import resolve_site
 from .config import BenchConfig
 from .corpora import CorpusWindows, build_windows, parse_spec
-from .errors import MethodFailed, UsageError, one_line, unknown_name
+from .errors import MethodFailed, UsageError, one_line, plugin_code, safe_name, unknown_name
 from .evaluate import evaluate_tokens
 from .interfaces import EvalContext, Evaluation, MethodSpec, PruneContext
 from .metrics import summarise
-from .models import LoadedModel, check_model_spec, empty_model, load_config, load_model
+from .models import (
+    LoadedModel,
+    check_device,
+    check_model_spec,
+    check_window,
+    empty_model,
+    load_config,
+    load_model,
+)
 from .plugins import Registry, load_plugins
 from .protocol import Protocol, run_key
 from .records import (
@@ -44,9 +53,12 @@ from .records import (
     StepRecord,
     environment,
     library_versions,
-    load_record,
+    migrate,
+    parse_record,
+    read_json,
     save_record,
 )
+from .redact import redact
 from .sites import NeuronSite, delete_mask, restore, snapshot
 from .topk import GlobalTopK
 
@@ -73,7 +85,8 @@ def plan_methods(config: BenchConfig, registry: Registry) -> list[PlannedMethod]
         spec = registry.method(name)
         options = _options(spec.options, name, config)
         if spec.check is not None:
-            spec.check(options, registry.components)
+            plugin_code(registry, "methods", name, "checking its options", spec.check, options,
+                        registry.components)
         planned.append(PlannedMethod(spec, options, plugin_ref(registry, "methods", name)))
     return planned
 
@@ -95,7 +108,9 @@ def _options(model: type[BaseModel], name: str, config: BenchConfig) -> BaseMode
 def plan_schedule(config: BenchConfig, registry: Registry) -> list[int]:
     """Cumulative neurons deleted after each step, checked against the site's size read from the
     model's config (seconds), so an impossible schedule fails before the weights load."""
-    site = resolve_site(empty_model(load_config(config.model)), config.site, registry.architectures)
+    model_config = load_config(config.model)
+    check_window(model_config, config.window, config.model)
+    site = resolve_site(empty_model(model_config), config.site, registry.architectures)
     return config.schedule(site.n_layers * site.n_neurons)
 
 
@@ -110,7 +125,8 @@ def plan_evaluations(config: BenchConfig, registry: Registry) -> dict[str, BaseM
             spec = registry.evaluations[name]
             planned[name] = _options(spec.options, name, config)
             if spec.check is not None:
-                spec.check(planned[name], registry.components)
+                plugin_code(registry, "evaluations", name, "checking its options", spec.check,
+                            planned[name], registry.components)
     return planned
 
 
@@ -148,7 +164,9 @@ class Prepared:
         forget, retain = (evaluate_tokens(self.loaded.model, self.windows[r].eval, self.config.batch_size,
                                           progress=self.progress, desc=f"{desc} eval {r}")
                           for r in ("forget", "retain"))
-        others = {name: e.evaluate(self.loaded.model) for name, e in self.evaluations.items()}
+        others = {name: plugin_code(self.registry, "evaluations", name, "evaluate", e.evaluate,
+                                    self.loaded.model)
+                  for name, e in self.evaluations.items()}
         return StepRecord(step=step, pruned=pruned, pruned_fraction=pruned / self.site_neurons,
                           forget=forget, retain=retain, seconds=round(time.perf_counter() - started, 2),
                           evaluations=others)
@@ -165,10 +183,12 @@ class Prepared:
         return self.site.n_layers * self.site.n_neurons
 
     def new_record(self, method: PlannedMethod) -> RunRecord:
-        c, site = self.config, self.site
+        site = self.site
+        # Secrets (api keys, URL credentials) stay in the options the method gets, out of records.
+        c = self.config.model_copy(update={"options": redact(self.config.options)})
         return RunRecord(
-            method=method.spec.name, plugin=method.plugin, options=method.options.model_dump(mode="json"),
-            config=c, model=self.model_info,
+            method=method.spec.name, plugin=method.plugin,
+            options=redact(method.options.model_dump(mode="json")), config=c, model=self.model_info,
             site=SiteInfo(name=site.name, layers=site.n_layers, neurons_per_layer=site.n_neurons,
                           schedule=self.schedule),
             forget=CorpusInfo(**self.windows["forget"].identity()),
@@ -182,10 +202,11 @@ def prepare(config: BenchConfig, registry: Registry | None = None, progress: boo
     """Check the setup, then load the model, build the windows and prepare the evaluations."""
     registry = registry or load_plugins()
     check_model_spec(config.model)
+    check_device(config.device)
     for spec in (config.forget, config.retain):
         corpus, argument = parse_spec(spec, registry.corpora)
         if corpus.check is not None:
-            corpus.check(argument)
+            plugin_code(registry, "corpora", corpus.name, f"checking '{spec}'", corpus.check, argument)
     known_sites = {s for a in registry.architectures.values() for s in a.sites}
     if config.site not in known_sites:
         raise UsageError(f"unknown neuron site '{config.site}'; choose from: {', '.join(sorted(known_sites))}")
@@ -205,7 +226,8 @@ def prepare(config: BenchConfig, registry: Registry | None = None, progress: boo
     eval_ctx = EvalContext(loaded.model, loaded.tokenizer, config.seed, config.batch_size, progress,
                            config.forget, config.retain, registry.corpora, windows,
                            components=registry.components)
-    evaluations = {name: registry.evaluations[name].prepare(options, eval_ctx)
+    evaluations = {name: plugin_code(registry, "evaluations", name, "prepare",
+                                     registry.evaluations[name].prepare, options, eval_ctx)
                    for name, options in eval_options.items()}
     info = {name: EvaluationInfo(options=options.model_dump(mode="json"),
                                  figures=list(registry.evaluations[name].figures),
@@ -232,6 +254,8 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     registry = registry or load_plugins()
     planned = plan_methods(config, registry)
+    if out:
+        check_out_dir(Path(out))
     prepared = prepare(config, registry, progress, log)
     records, failures = [], []
     for method in planned:
@@ -259,8 +283,8 @@ def run_method(prepared: Prepared, method: PlannedMethod, out: Path | None, log=
     config, site, schedule = prepared.config, prepared.site, prepared.schedule
     restore(site, prepared.original)
     record = prepared.new_record(method)
-    path = out / f"{method.spec.name}-{run_key(record)}.json" if out else None
-    record = _resume(path) or record
+    path = out / f"{safe_name(method.spec.name)}-{run_key(record)}.json" if out else None
+    record, kept = _resume(path, prepared) or (record, None)
     reference = config.references.get(method.spec.name) or record.reference
     changed = reference != record.reference
     record.reference = reference
@@ -291,12 +315,12 @@ def run_method(prepared: Prepared, method: PlannedMethod, out: Path | None, log=
         record.pruned_neurons = _indices(pruned)
         _finish(record, config)
         if path:
-            save_record(record, path)
+            save_record(record, path, keep=kept)
         changed = False
         log(f"{method.spec.name} step {step}/{config.steps}: pruned {result.pruned_fraction:.1%}, "
             f"forget top-1 {result.forget.top1:.3f}, retain top-1 {result.retain.top1:.3f}")
     if changed and path:  # a finished record given a new --reference
-        save_record(record, path)
+        save_record(record, path, keep=kept)
     return record
 
 
@@ -334,11 +358,65 @@ def _pruned_from(record: RunRecord, shape: tuple[int, int]) -> torch.Tensor:
     return mask
 
 
-def _resume(path: Path | None) -> RunRecord | None:
-    """The record at `path`: the same protocol, method, options, seed and device (see run_key)."""
+def _resume(path: Path | None, prepared: Prepared) -> tuple[RunRecord, dict] | None:
+    """The record at `path` (same protocol, method, options, seed and device: see run_key) and its
+    JSON as read, whose fields this version does not know are kept when the record is saved again.
+    A record that cannot be this run's, or names neurons the site lacks, is refused untouched."""
     if path is None or not path.exists():
         return None
     try:
-        return load_record(path)
+        raw = read_json(path)
+        record = parse_record(raw)
     except (ValueError, OSError) as e:
-        raise UsageError(f"cannot resume from {path}: {e}; move it away to start over") from None
+        raise UsageError(f"cannot resume from {path}: {_first_line(e)}; move it away to start over") from None
+    problem = _resume_problem(record, prepared)
+    if problem:
+        raise UsageError(f"cannot resume from {path}: {problem}; move it away to start over")
+    return record, migrate(raw)
+
+
+def _first_line(e: BaseException) -> str:
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "record"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        return f"not a run record: {where}: {err['msg']}{more}"
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _resume_problem(record: RunRecord, prepared: Prepared) -> str | None:
+    """Why `record` cannot be resumed by this run, or None."""
+    site, config = prepared.site, prepared.config
+    if len(record.steps) > config.steps + 1:
+        return f"it has {len(record.steps) - 1} steps, more than --steps {config.steps}"
+    if [s.step for s in record.steps] != list(range(len(record.steps))):
+        return "its steps are not numbered 0, 1, 2, ..."
+    pruned = record.pruned_neurons
+    if len(pruned) not in (0, site.n_layers):
+        return f"pruned_neurons has {len(pruned)} layers; the site has {site.n_layers}"
+    for layer, idx in enumerate(pruned):
+        bad = [i for i in idx if not 0 <= i < site.n_neurons]
+        if bad:
+            return (f"pruned_neurons names neuron {bad[0]} of layer {layer}; the site's neurons are "
+                    f"0 to {site.n_neurons - 1}")
+        if len(set(idx)) != len(idx):
+            return f"pruned_neurons names a neuron of layer {layer} twice"
+    expected = prepared.schedule[len(record.steps) - 2] if len(record.steps) > 1 else 0
+    if sum(map(len, pruned)) != expected:
+        return (f"pruned_neurons holds {sum(map(len, pruned))} neurons; after step "
+                f"{len(record.steps) - 1} the schedule has {expected}")
+    return None
+
+
+def check_out_dir(out: Path) -> None:
+    """--out must be a folder this process can write in (or can create): checked before the model
+    loads, without creating anything yet."""
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UsageError(f"--out {out}: '{existing}' is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot write in '{existing}' (permission denied or read-only)")

@@ -5,19 +5,46 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from .config import PRESETS, BenchConfig
-from .errors import MethodFailed, UsageError, unknown_name
+from .errors import MethodFailed, PluginFailed, UsageError, did_you_mean, one_line, unknown_name
 from .models import DEFAULT_MODEL, EMBEDDED_MODELS
+from .redact import redact_text
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line and exit 2, instead of usage + message
-        raise UsageError(f"{message} (see: {self.prog} --help)")
+        raise UsageError(f"{message}{self._suggestion(message)} (see: {self.prog} --help)")
+
+    def _suggestion(self, message: str) -> str:
+        """' (did you mean ...?)' for a mistyped flag or subcommand."""
+        if m := re.match(r"unrecognized arguments: (\S+)", message):
+            word = m.group(1).split("=")[0]
+            flags = [f for a in self._actions for f in a.option_strings if f.startswith("--")]
+            return did_you_mean(word, flags) if word.startswith("-") else ""
+        if m := re.match(r"argument \S+: invalid choice: '([^']*)'", message):
+            choices = next((a.choices for a in self._actions if isinstance(a.choices, dict)), {})
+            return did_you_mean(m.group(1), choices) if "did you mean" not in message else ""
+        return ""
+
+    def parse_args(self, args=None, namespace=None):
+        # A mistyped flag of a subcommand is reported by the subcommand's parser, which knows its flags.
+        namespace, extra = self.parse_known_args(args, namespace)
+        if extra:
+            parser = self._subparser(namespace)
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return namespace
+
+    def _subparser(self, namespace) -> argparse.ArgumentParser:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(namespace, action.dest, None), self)
+        return self
 
 
 def _option(text: str, flag: str = "--option") -> tuple[str, str, object]:
@@ -106,16 +133,32 @@ def main(argv: list[str] | None = None) -> int:
             return builtin[args.command](args)
         return registry.commands[args.command].run(args)
     except UsageError as e:
-        print(f"unlearn: error: {e}", file=sys.stderr)
+        _say(f"unlearn: error: {e}")
         return 2
     except MethodFailed as e:  # the other methods finished; their tables were printed
         for line in e.failures:
-            print(f"unlearn: error: {line}", file=sys.stderr)
+            _say(f"unlearn: error: {line}")
+        return 1
+    except PluginFailed as e:
+        _say(f"unlearn: error: {e}")
         return 1
     except KeyboardInterrupt:
-        print("unlearn: interrupted; finished steps are saved, run the same command to resume",
-              file=sys.stderr)
+        _say("unlearn: interrupted; finished steps are saved, run the same command to resume")
         return 130
+    except OSError as e:  # a disk full, a file vanished, a permission changed while running
+        where = f" {e.filename}" if e.filename else ""
+        _say(f"unlearn: error: cannot use{where}: {e.strerror or e}")
+        return 2
+    except Exception as e:  # a bug of ours: one line, the traceback on request
+        if os.environ.get("UNLEARN_DEBUG"):
+            raise
+        _say(f"unlearn: internal error: {one_line(e)} (a bug in unlearn; UNLEARN_DEBUG=1 shows where)")
+        return 1
+
+
+def _say(line: str) -> None:
+    """One line on stderr, with any URL credentials masked, whatever raised it."""
+    print(" ".join(redact_text(line).split()), file=sys.stderr)
 
 
 def _bench(args) -> int:
@@ -141,7 +184,10 @@ def _bench(args) -> int:
         config = BenchConfig(**fields)
     except ValidationError as e:
         err = e.errors()[0]
-        raise UsageError(f"bad value for --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        field, *inner = map(str, err["loc"])
+        where = ".".join(x for x in inner if x not in _TYPE_TAGS)
+        flag = _FLAGS.get(field, f"--{field.replace('_', '-')}") + (f" {where}" if where else "")
+        raise UsageError(f"bad value for {flag}: {err['msg'].removeprefix('Value error, ')}") from None
     quiet = args.quiet or bool(os.environ.get("CI"))
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
@@ -153,6 +199,12 @@ def _bench(args) -> int:
     _print_tables(records)
     log(f"records and plots in {args.out}/")
     return 0
+
+
+# What pydantic puts in an error's location for a member of a union ('float | str').
+_TYPE_TAGS = {"float", "str", "int", "bool"}
+# BenchConfig fields whose flag is not --field-name.
+_FLAGS = {"methods": "--method", "evals": "--eval", "options": "-O", "references": "--reference"}
 
 
 def _print_tables(records) -> None:

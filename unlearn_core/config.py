@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .errors import UsageError, unknown_name
 from .models import DEFAULT_MODEL
 
+MAX_SEED = 2**63 - 1
+
 # Schedule and sizes; any of them can be overridden one by one.
 PRESETS: dict[str, dict[str, Any]] = {
     # Finishes `unlearn bench --method selective,random` in under 10 minutes on 2 CPU cores.
@@ -37,7 +39,7 @@ class BenchConfig(BaseModel):
     eval_tokens: int | None = None  # held-out evaluation tokens per corpus
     window: int | None = None  # tokens per window
     batch_size: int = 8
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # torch.manual_seed takes at most 64 bits
     device: str = "cpu"
     evals: list[str] = Field(default_factory=lambda: ["tokens"])  # 'tokens' + registered harnesses
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method or harness -> raw options
@@ -51,6 +53,21 @@ class BenchConfig(BaseModel):
             raise unknown_name("preset", v, PRESETS)
         return v
 
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, v: str) -> str:
+        """A device torch can name and compute on ('cpu', 'cuda', 'cuda:1', 'mps'); whether this
+        machine has it is checked when a bench starts (check_device), not when a record is read."""
+        import torch
+
+        try:
+            device = torch.device(v)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"'{v}' is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+        if device.type == "meta":
+            raise ValueError("'meta' holds no weights; choose a device that computes (cpu, cuda, ...)")
+        return v
+
     @model_validator(mode="after")
     def _fill_and_check(self) -> BenchConfig:
         for key, value in PRESETS[self.preset].items():
@@ -60,7 +77,8 @@ class BenchConfig(BaseModel):
             raise UsageError(f"--fraction must be in (0, 1], got {self.fraction}")
         if self.steps < 1:
             raise UsageError(f"--steps must be at least 1, got {self.steps}")
-        if self.steps * self.fraction > 1 + 1e-9:
+        # With --count the preset's fraction is unused: `schedule` checks count x steps instead.
+        if self.count is None and self.steps * self.fraction > 1 + 1e-9:
             raise UsageError(f"--steps x --fraction prunes {self.steps * self.fraction:.0%} of the "
                              "neurons; it must be at most 100%")
         for name in ("tokens", "eval_tokens", "window", "batch_size"):

@@ -13,7 +13,6 @@ starts with it too.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import re
@@ -26,6 +25,8 @@ import torch
 from torch import Tensor
 
 from .errors import UsageError, unknown_name
+from .hub import dataset_cached, hub_offline
+from .records import loads_json
 
 CHUNK_CHARS = 8_000  # long documents are cut at line ends into pieces of about this size
 SPLIT = "by document"  # how windows are split (records before it split pieces of one document)
@@ -269,17 +270,23 @@ def _jsonl_path(argument: str | None) -> tuple[Path, str]:
 def jsonl_file(argument: str | None, seed: int) -> list[Piece]:
     path, field = _jsonl_path(argument)
     texts = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UsageError(f"{path}:{n}: not UTF-8 text (byte {e.start} of the line)") from None
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UsageError(f"{path}:{n}: not JSON ({e.msg})") from None
+                row = loads_json(line)
+            except ValueError as e:  # JSONDecodeError is one
+                raise UsageError(f"{path}:{n}: not JSON ({getattr(e, 'msg', e)})") from None
             if not isinstance(row, dict) or field not in row:
                 raise UsageError(f"{path}:{n}: no field '{field}' (name it as jsonl:PATH:FIELD)")
-            texts.append(str(row[field]))
+            if not isinstance(row[field], str):
+                raise UsageError(f"{path}:{n}: field '{field}' is a {type(row[field]).__name__}, not text")
+            texts.append(row[field])
     return shuffled_pieces(texts, seed)
 
 
@@ -289,6 +296,7 @@ def huggingface_documents(argument: str | None, seed: int, *, text_fields=("text
     import datasets
 
     name, config, split = ((argument or "").split(":") + ["", ""])[:3]
+    _check_hf(argument)
     try:
         ds = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
     except Exception as e:  # datasets raises many kinds: name them in one line
@@ -302,6 +310,20 @@ def huggingface_documents(argument: str | None, seed: int, *, text_fields=("text
         if field is None:
             raise UsageError(f"dataset '{argument}' rows have none of the fields {text_fields}")
         yield row[field]
+
+
+def _check_hf(argument: str | None) -> None:
+    """A dataset that is neither a local folder nor cached, on a machine that cannot reach the hub,
+    fails now in one line, not after a minute of retries."""
+    name = (argument or "").split(":")[0]
+    if not name:
+        raise UsageError("hf: needs a dataset name, e.g. hf:monology/pile-uncopyrighted")
+    if Path(name).expanduser().exists():
+        return
+    if hub_offline() and not dataset_cached(name):
+        raise UsageError(f"dataset '{name}' is no folder here, and the Hugging Face hub cannot be "
+                         "reached to stream it (offline, not in the cache); use a local corpus "
+                         "(text:PATH, jsonl:PATH) or a cached dataset")
 
 
 def _preset(argument: str, **kw) -> Callable[[str | None, int], Iterator[str]]:
@@ -324,11 +346,14 @@ BUILTIN_CORPORA: tuple[CorpusSpec, ...] = (
     CorpusSpec("jsonl", "a local JSON-lines file; FIELD defaults to 'text'", jsonl_file,
                "PATH[:FIELD]", check=_jsonl_path),
     CorpusSpec("hf", "a Hugging Face dataset, streamed (needs network unless local)",
-               huggingface_documents, "NAME[:CONFIG][:SPLIT]"),
+               huggingface_documents, "NAME[:CONFIG][:SPLIT]", check=_check_hf),
     CorpusSpec("pile", "The Pile without GitHub (monology/pile-uncopyrighted; network)",
-               _preset("monology/pile-uncopyrighted", keep=_not_github)),
+               _preset("monology/pile-uncopyrighted", keep=_not_github),
+               check=lambda _: _check_hf("monology/pile-uncopyrighted")),
     CorpusSpec("github-code", "codeparrot/github-code-clean, all languages (network)",
-               _preset("codeparrot/github-code-clean:all-all")),
+               _preset("codeparrot/github-code-clean:all-all"),
+               check=lambda _: _check_hf("codeparrot/github-code-clean")),
     CorpusSpec("github-python", "codeparrot/github-code-clean, Python only (network)",
-               _preset("codeparrot/github-code-clean:Python-all")),
+               _preset("codeparrot/github-code-clean:Python-all"),
+               check=lambda _: _check_hf("codeparrot/github-code-clean")),
 )

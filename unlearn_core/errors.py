@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .redact import redact_text
 
 
 class UsageError(Exception):
@@ -22,6 +26,44 @@ class MethodFailed(Exception):
         self.records = records or []
 
 
+class PluginFailed(Exception):
+    """A plugin's own code raised outside a method's steps (an evaluation, a corpus, a check): one
+    line naming the plugin. The CLI exits with status 1: the input was fine, the plugin was not."""
+
+
+_SINGULAR = {"methods": "method", "corpora": "corpus", "evaluations": "evaluation",
+             "architectures": "architecture", "commands": "command"}
+
+
+def plugin_code(registry: Any, kind: str, name: str, what: str, fn: Callable, *args: Any) -> Any:
+    """`fn(*args)`, code that the plugin registering `name` in `kind` ('methods', 'corpora', ...)
+    wrote: a UsageError passes through, anything else becomes a PluginFailed naming the plugin."""
+    try:
+        return fn(*args)
+    except (UsageError, PluginFailed):
+        raise
+    except Exception as e:
+        info = registry.plugin_of(kind, name)
+        raise PluginFailed(f"{_SINGULAR.get(kind, kind)} '{name}' (plugin '{info.name}', {info.package} "
+                           f"{info.version}) failed in {what}: {one_line(e)}") from e
+
+
+# What a name from a plugin (a method, an evaluation, a figure) may be: it becomes part of file names.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,79}")
+
+
+def is_safe_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_SAFE_NAME.fullmatch(name)) and ".." not in name
+
+
+def safe_name(name: str) -> str:
+    """`name` when it is safe in a file name (letters, digits, '_', '-', '.', '+'; no '..')."""
+    if not is_safe_name(name):
+        raise UsageError(f"name {name!r} cannot be part of a file name: use letters, digits, "
+                         "'_', '-', '.' and '+' (at most 80, no '..')")
+    return name
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a choice is close to `word`, else ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
@@ -37,5 +79,5 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UsageError:
 
 def one_line(e: BaseException) -> str:
     """'Type: first line of the message', what a user sees of an exception raised in plugin code."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    text = redact_text(str(e)).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__

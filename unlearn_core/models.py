@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import io
 import logging
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UsageError, did_you_mean
+from .errors import UsageError, did_you_mean, one_line
+from .hub import hub_cached, hub_offline
 
 DEFAULT_MODEL = "smollm2"
 
@@ -79,17 +81,64 @@ def fingerprint(model: nn.Module, samples: int = 4096) -> str:
     return h.hexdigest()[:16]
 
 
+# What the hub accepts as a repository id: 'name' or 'owner/name'.
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+_CHOICES = "embedded models: {}; or a model folder, a .gguf file, a hub id"
+
+
 def check_model_spec(spec: str) -> None:
-    """Reject a bad model spec before anything loads: missing paths, near-misses of embedded names."""
+    """Reject a bad model spec before anything loads: missing paths, near-misses of embedded names,
+    hub ids that cannot be fetched because this machine is offline (said at once, not after the
+    hub's retries)."""
     if spec in EMBEDDED_MODELS:
         return
+    choices = _CHOICES.format(", ".join(EMBEDDED_MODELS))
+    if not spec.strip():
+        raise UsageError(f"--model is empty; {choices}")
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith((".", "/", "~")) or path.suffix == ".gguf":
         _where(spec)
     elif "/" not in spec and did_you_mean(spec, EMBEDDED_MODELS):
         # 'smolm2' is a typo, not a hub id: say so now instead of after the hub times out.
-        raise UsageError(f"unknown model '{spec}'{did_you_mean(spec, EMBEDDED_MODELS)}; embedded "
-                         f"models: {', '.join(EMBEDDED_MODELS)}; or a model folder, a .gguf file, a hub id")
+        raise UsageError(f"unknown model '{spec}'{did_you_mean(spec, EMBEDDED_MODELS)}; {choices}")
+    elif not _HUB_ID.fullmatch(spec) or ".." in spec:
+        raise UsageError(f"model '{spec}' is no folder or file here, and not a hub id ('owner/name'); "
+                         f"{choices}")
+    elif hub_offline() and not hub_cached(spec, "config.json"):
+        raise UsageError(f"model '{spec}' is no folder here, and the Hugging Face hub cannot be reached "
+                         "to fetch it (offline, not in the cache); give a model folder or an embedded "
+                         f"model ({', '.join(EMBEDDED_MODELS)})")
+
+
+def check_device(name: str) -> None:
+    """Reject a device this machine cannot compute on (no CUDA, cuda:9 of 1 GPU, ...) before the
+    model loads: one line instead of a traceback after it."""
+    device = torch.device(name)
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise UsageError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"--device {name}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    try:
+        torch.empty(1, device=device)
+    except Exception as e:  # backends fail in many ways (NotImplementedError, AssertionError, ...)
+        raise UsageError(f"--device {name}: this machine cannot compute on it ({one_line(e)})") from None
+
+
+def check_window(config, window: int, spec: str) -> None:
+    """Windows longer than the model's context: GPT-2 crashes on them, RoPE models silently run
+    past what they were trained on. Both are refused before the weights load."""
+    names = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
+    text = getattr(config, "get_text_config", lambda: config)()
+    context = next((getattr(text, n) for n in names if isinstance(getattr(text, n, None), int)), None)
+    if context is not None and window > context:
+        raise UsageError(f"--window {window} is longer than model '{spec}' reads at once "
+                         f"({context} tokens); give --window {context} or less")
 
 
 def _where(spec: str) -> tuple[str, dict]:
@@ -134,11 +183,13 @@ def empty_model(config) -> nn.Module:
         return AutoModelForCausalLM.from_config(config)
 
 
-def _cannot_load(spec: str, e: Exception) -> UsageError:
+def _cannot_load(spec: str, e: BaseException) -> UsageError:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, RecursionError):
+        first = "its JSON is nested too deeply"
+    first = first if len(first) <= 300 else first[:297] + "..."
     return UsageError(f"cannot load model '{spec}'{did_you_mean(spec, EMBEDDED_MODELS)}: {first} "
-                      f"(embedded models: {', '.join(EMBEDDED_MODELS)}; or a model folder, a .gguf file, "
-                      "a hub id)")
+                      f"({_CHOICES.format(', '.join(EMBEDDED_MODELS))})")
 
 
 def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", progress: bool = True) -> LoadedModel:

@@ -209,17 +209,41 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         raise
 
 
-def save_record(record: RunRecord, path: Path) -> None:
-    write_atomic(Path(path), record.model_dump_json(indent=2) + "\n")
+def save_record(record: RunRecord, path: Path, keep: dict[str, Any] | None = None) -> None:
+    """Write `record`; with `keep` (the record's JSON as it was read), the fields this version does
+    not know (written by a newer unlearn or by hand) are kept instead of dropped."""
+    text = record.model_dump_json(indent=2)
+    if keep is not None:
+        text = json.dumps(keep_unknown(keep, json.loads(text)), indent=2, ensure_ascii=False)
+    write_atomic(Path(path), text + "\n")
 
 
-def load_record(path: Path) -> RunRecord:
-    """The record at `path`, migrated from older schemas (ValueError when it is not one)."""
+def keep_unknown(old: Any, new: Any) -> Any:
+    """`new`, plus what `old` holds that `new` lacks, at every depth (lists item by item)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**{k: v for k, v in old.items() if k not in new},
+                **{k: keep_unknown(old[k], v) if k in old else v for k, v in new.items()}}
+    if isinstance(old, list) and isinstance(new, list):
+        return [keep_unknown(o, n) for o, n in zip(old, new, strict=False)] + new[len(old):]
+    return new
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in the file at `path`; ValueError when it is not UTF-8 JSON (nested too deeply
+    included), OSError when it cannot be read."""
     try:
         text = Path(path).read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"not UTF-8 text (byte {e.start})") from None
-    return parse_record(loads_json(text))
+    try:
+        return loads_json(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+
+
+def load_record(path: Path) -> RunRecord:
+    """The record at `path`, migrated from older schemas (ValueError when it is not one)."""
+    return parse_record(read_json(path))
 
 
 def parse_record(raw: Any) -> RunRecord:
