@@ -179,8 +179,12 @@ def empty_model(config) -> nn.Module:
     """The model's module tree on the meta device: shapes without weights or memory."""
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+    except ValueError:  # "Unrecognized configuration class ... for AutoModelForCausalLM"
+        raise UsageError(f"model type '{config.model_type}' is not a causal language model that "
+                         "transformers can build (AutoModelForCausalLM has no class for it)") from None
 
 
 def _cannot_load(spec: str, e: BaseException) -> UsageError:

@@ -17,7 +17,7 @@ from . import core_plugin, hookspecs
 from .architectures import Architecture
 from .components import ComponentSpec
 from .corpora import CorpusSpec
-from .errors import UsageError, one_line, unknown_name
+from .errors import UsageError, is_safe_name, one_line, unknown_name
 from .interfaces import CommandSpec, EvaluationSpec, MethodSpec
 
 ENV_VAR = "UNLEARN_PLUGINS"
@@ -140,6 +140,13 @@ def _registrar(registry: Registry, kind: str, plugin: str):
         expected = _TYPES[kind]
         if not isinstance(item, expected):
             raise TypeError(f"register() in {kind} expects {expected.__name__}, got {type(item).__name__}")
+        # Names become parts of file names (records, plots) and of specs ('corpus:ARG'): a name
+        # such as '../../x' would write outside --out.
+        names = [item.name, *(f.key for f in getattr(item, "figures", ()) if kind == "evaluations")]
+        for name in names:
+            if not is_safe_name(name):
+                raise TypeError(f"{_SINGULAR.get(kind, 'component')} name {name!r} is not allowed: use "
+                                "letters, digits, '_', '-', '.' and '+' (at most 80, no '..')")
         if kind == "components":
             if not isinstance(item.kind, str) or not item.kind.isidentifier() or item.kind in _RESERVED_KINDS:
                 raise TypeError(f"component '{item.name}' has kind {item.kind!r}; a kind is a word such as "
