@@ -164,7 +164,7 @@ def test_impossible_schedule_fails_before_the_model_loads(tiny_folder, text_corp
     assert not any("loading model" in m for m in logs)
     forget, retain = text_corpora
     code = main(["bench", "--method", "random", "--model", str(tiny_folder), "--forget", forget, "--retain",
-                 retain, "--preset", "paper", "--fraction", "0.001", "--quiet"])
+                 retain, "--preset", "paper", "--fraction", "0.001", "--window", "128", "--quiet"])
     assert code == 2 and "deletes no neuron at step 1" in capsys.readouterr().err
 
 
