@@ -185,7 +185,8 @@ class Prepared:
     def new_record(self, method: PlannedMethod) -> RunRecord:
         site = self.site
         # Secrets (api keys, URL credentials) stay in the options the method gets, out of records.
-        c = self.config.model_copy(update={"options": redact(self.config.options)})
+        c = self.config.model_copy(update={"options": redact(self.config.options),
+                                           "references": redact(self.config.references)})
         return RunRecord(
             method=method.spec.name, plugin=method.plugin,
             options=redact(method.options.model_dump(mode="json")), config=c, model=self.model_info,
