@@ -5,9 +5,13 @@
         server.fail_next(429, 500)      # the next two requests fail, the third is answered
         ...
         server.requests                 # every request received, failed ones included
+        server.rewrite = lambda path, body, answer: b"<html>login</html>"   # odd answers, HTTP 200
+        server.content_type = "text/html"
 
 It serves POST /v1/chat/completions (reply text from `reply(body)`) and POST /v1/embeddings
-(vectors from a hash of each input, see `hash_embedding`; "float" or "base64" encoding).
+(vectors from a hash of each input, see `hash_embedding`; "float" or "base64" encoding). Like
+some proxies, its error messages echo the request's path and Authorization header, so tests see
+whether a client masks them.
 """
 
 from __future__ import annotations
@@ -20,17 +24,19 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 
 @dataclass
 class Request:
-    path: str
+    path: str  # without the query
     headers: dict[str, str]
     body: dict[str, Any]
     status: int = 200  # what the server answered
+    query: dict[str, str] = field(default_factory=dict)
 
 
 def hash_embedding(text: str, dim: int) -> list[float]:
@@ -48,6 +54,10 @@ class FakeOpenAI:
 
     def __init__(self, reply: Callable[[dict[str, Any]], str] = lambda body: "things", dim: int = 8) -> None:
         self.reply, self.dim = reply, dim
+        # (path, request body, answer) -> what to send instead with HTTP 200: a JSON value, or bytes
+        # sent as they are with `content_type` (an HTML page, broken JSON).
+        self.rewrite: Callable[[str, dict[str, Any], dict[str, Any]], Any] | None = None
+        self.content_type = "application/json"
         self.requests: list[Request] = []
         self._failures: deque[int] = deque()
         self._lock = threading.Lock()
@@ -109,19 +119,26 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                url = urlsplit(self.path)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                request = Request(url.path, headers, body, query=dict(parse_qsl(url.query)))
                 with server._lock:
                     server.requests.append(request)
                     failure = server._failures.popleft() if server._failures else None
-                if failure is not None:
-                    status, answer = failure, {"error": {"message": f"injected failure {failure}",
-                                                         "type": "server_error", "code": None}}
+                content_type = "application/json"
+                if failure is not None:  # echoes what it was sent, as some proxies do
+                    message = (f"injected failure {failure} for {self.path} with authorization "
+                               f"{headers.get('authorization')}")
+                    status, answer = failure, {"error": {"message": message, "type": "server_error",
+                                                         "code": None}}
                 else:
-                    status, answer = server._answer(self.path, body)
+                    status, answer = server._answer(url.path, body)
+                    if status == 200 and server.rewrite is not None:
+                        answer, content_type = server.rewrite(url.path, body, answer), server.content_type
                 request.status = status
-                data = json.dumps(answer).encode()
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

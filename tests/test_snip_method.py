@@ -4,7 +4,15 @@ import pytest
 import torch
 from tiny import tiny_model, tiny_tokenizer
 
-from unlearn_core import ActivationRecord, BenchConfig, ComponentSpec, NeuronId, NeuronRecords, run_bench
+from unlearn_core import (
+    ActivationRecord,
+    BenchConfig,
+    ComponentSpec,
+    NeuronId,
+    NeuronRecords,
+    UsageError,
+    run_bench,
+)
 from unlearn_core.architectures import BUILTIN_ARCHITECTURES, resolve_site
 from unlearn_core.interfaces import PruneContext
 from unlearn_core.models import fingerprint
@@ -149,7 +157,7 @@ def test_explain_command_builds_reuses_and_imports(tiny_folder, text_corpora, tm
     forget, retain = text_corpora
     store = tmp_path / "e.sqlite"
     argv = ["explain", "--model", str(tiny_folder), "--forget", forget, "--retain", retain,
-            "--tokens", "512", "--store", str(store), "--quiet"]
+            "--tokens", "512", "--window", "64", "--store", str(store), "--quiet"]
     assert main(argv) == 0
     assert "96 explanations" in capsys.readouterr().out
     assert main(argv) == 0
@@ -285,3 +293,238 @@ def test_explain_uses_the_registry_plugins_chose(tiny_folder, text_corpora, tmp_
     assert "invalid choice: 'explain'" in capsys.readouterr().err  # the env var: no snip, no command
     assert main(["--plugins", "snip", *argv]) == 0
     assert "96 explanations" in capsys.readouterr().out
+
+
+# ---- bad input: refused up front, one line, nothing stored --------------------------------------
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("unlearn: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _published_line(layer, neuron) -> str:
+    import json
+
+    return json.dumps({"neuron_id": {"layer_index": layer, "neuron_index": neuron},
+                       "scored_explanations": [{"explanation": " commas",
+                                                "scored_simulation": {"ev_correlation_score": 0.4}}]})
+
+
+@pytest.mark.parametrize("content, said", [
+    (b"[" * 200_000, "JSON nested too deeply"),
+    (b"\xff\xfe caf\xe9\n", "not UTF-8"),
+    (b"layer,neuron,explanation\n0,1,commas\n", "not JSON"),
+    (_published_line(2, 0).encode(), "neuron_id 2/0 is not in the model's site (2 layers of 48"),
+    (_published_line(0, 48).encode(), "neuron_id 0/48 is not in the model's site"),
+    (_published_line(-1, 0).encode(), "non-negative integer"),
+    (_published_line(0, 1.5).encode(), "non-negative integer"),
+    (_published_line(0, "3").encode(), "non-negative integer"),
+])
+def test_explain_import_refuses_bad_files_and_stores_nothing(tiny_folder, tmp_path, capsys, content, said):
+    from unlearn_core.cli import main
+
+    published, store = tmp_path / "published.jsonl", tmp_path / "e.sqlite"
+    published.write_bytes(content)
+    assert main(["explain", "--model", str(tiny_folder), "--import", str(published), "--store", str(store),
+                 "--quiet"]) == 2
+    assert said in _one_line_error(capsys)
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--tokens", "0"], "--tokens must be positive"),
+    (["--max-neurons", "0"], "--max-neurons"),
+    (["--window", "32"], "--window 32 is shorter than the 64-token probe windows"),
+    (["-O", "top=0"], "bad option -O top: Input should be greater than or equal to 1 (explainer 'tokens')"),
+    (["-O", "top=many"], "bad option -O top: Input should be a valid integer"),
+    (["-O", "top=true"], "bad option -O top: Input should be a valid integer"),
+    (["-O", "temperature=0.5"], "bad option -O temperature: explainer 'tokens' has no option 'temperature'"),
+    (["-O", "x=" + "[" * 100_000], "bad option -O x: JSON nested too deeply"),
+    (["--explainer", "openai", "-O", "concurrency=\"many\"", "-O", "api_key=sk-SECRET-42"],
+     "bad option -O concurrency: Input should be a valid integer (explainer 'openai')"),
+    (["--explainer", "openai", "-O", "base_url=http://alice:pw-SECRET-42@exa mple.com/v1",
+      "-O", "api_key=k"], "base_url must be an http(s) URL"),
+    (["--explainer", "local", "-O", "max_new_tokens=0"],
+     "bad option -O max_new_tokens: Input should be greater than or equal to 1 (explainer 'local')"),
+    (["--explainer", "openai", "-O", "api_key=5"], "bad option -O api_key: Input should be a valid string"),
+])
+def test_explain_refuses_bad_numbers_and_options_before_anything(tiny_folder, text_corpora, tmp_path, capsys,
+                                                                 flags, said):
+    """Once, `--tokens 0` stored empty explanations before failing, and later runs reused them."""
+    from unlearn_core.cli import main
+
+    forget, retain = text_corpora
+    store = tmp_path / "e.sqlite"
+    assert main(["explain", "--model", str(tiny_folder), "--forget", forget, "--retain", retain,
+                 "--tokens", "512", "--window", "64", "--store", str(store), "--quiet", *flags]) == 2
+    err = _one_line_error(capsys)
+    assert said in err and "SECRET-42" not in err
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("option, said", [
+    ("snip.concepts=[]", "bad option snip.concepts: List should have at least 1 item"),
+    ('snip.concepts=["code", " "]', "bad option snip.concepts.1: String should have at least 1 character"),
+    ("keyword.keywords=[]", "bad option keyword.keywords: List should have at least 1 item"),
+    ('snip.explainer_options={"temperature": "hot"}',
+     "bad option snip.explainer_options.temperature: explainer 'tokens' has no option 'temperature'"),
+    ('snip.explainer_options={"top": "hot"}',
+     "bad option snip.explainer_options.top: Input should be a valid integer"),
+    ("snip.explainer_options=5", "bad option snip.explainer_options: Input should be a valid dictionary"),
+    ('snip.embedder_options={"batch_size": 0}',
+     "bad option snip.embedder_options.batch_size: Input should be greater"),
+    ('snip.embedder_options={"colour": 1}', "embedder 'sentence-transformers' has no option 'colour'"),
+    ('llm-scored.explainer_options={"top": 1.5}',
+     "bad option llm-scored.explainer_options.top: Input should be a valid integer"),
+])
+def test_bench_refuses_bad_snip_options_before_the_model_loads(tiny_folder, text_corpora, tmp_path, capsys,
+                                                               option, said):
+    from unlearn_core.cli import main
+
+    forget, retain = text_corpora
+    method = option.split(".")[0]
+    assert main(["bench", "--method", method, "--model", str(tiny_folder), "--forget", forget,
+                 "--retain", retain, "--preset", "smoke", "--window", "64", "-O", option,
+                 "-O", f"{method}.store={tmp_path / 'e.sqlite'}", "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 2
+    assert said in _one_line_error(capsys)
+    assert not (tmp_path / "e.sqlite").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_probe_shorter_than_one_window_is_refused_before_anything_is_stored(tmp_path):
+    """With windows shorter than `context` there is no probe text: every neuron would be explained
+    from nothing, and those explanations stored and reused."""
+    ctx = _ctx(tiny_model("llama"))
+    ctx.forget_windows, ctx.retain_windows = ctx.forget_windows[:, :40], ctx.retain_windows[:, :40]
+    with pytest.raises(UsageError, match="40 tokens of text, fewer than the 64-token probe windows"):
+        KeywordScorer(KeywordOptions(store=str(tmp_path / "e.sqlite"), keywords=["def"])).score(ctx)
+    assert not (tmp_path / "e.sqlite").exists()
+
+
+class SometimesSilent(TokensExplainer):
+    """Answers nothing for neurons of layer 0 (an LLM that returned an empty message)."""
+
+    asked: list[NeuronId] = []
+    silent = lambda n: n.layer == 0  # noqa: E731
+
+    def explain(self, neurons):
+        SometimesSilent.asked += [r.neuron for r in neurons]
+        return ["  " if SometimesSilent.silent(r.neuron) else text
+                for r, text in zip(neurons, super().explain(neurons), strict=True)]
+
+
+def test_empty_answers_are_not_stored_and_are_asked_again(tmp_path):
+    ctx = _ctx(tiny_model("llama"))
+    ctx.components = dict(ctx.components, explainer={
+        "silent": ComponentSpec("explainer", "silent", "test", lambda **o: SometimesSilent())})
+    options = KeywordOptions(explainer="silent", store=str(tmp_path / "e.sqlite"), keywords=["def"],
+                             concepts=["code"])
+    scorer = KeywordScorer(options)
+    scorer.score(ctx)
+    assert scorer.info()["explained"] == 48 and scorer.info()["empty_answers"] == 48
+    assert len(SometimesSilent.asked) == 96
+    SometimesSilent.asked = []
+    scorer = KeywordScorer(options)
+    scorer.score(ctx)
+    assert sorted(SometimesSilent.asked) == [NeuronId(0, i) for i in range(48)]  # only the unanswered
+    assert scorer.info()["reused_from_store"] == 48
+    SometimesSilent.asked, SometimesSilent.silent = [], lambda n: True
+    with pytest.raises(UsageError, match="gave no explanation for any of the 96 neurons"):
+        KeywordScorer(options.model_copy(update={"explainer_options": {"top": 3}})).score(ctx)
+    with ExplanationStore(tmp_path / "e.sqlite") as s:
+        rows = s._db.execute("SELECT explainer, COUNT(*), MIN(LENGTH(TRIM(explanation))) FROM explanations"
+                             " GROUP BY explainer").fetchall()
+    assert rows == [("silent", 48, rows[0][2])] and rows[0][2] > 0
+
+
+# ---- the openai explainer end to end: store keys, secrets, --quiet --------------------------------
+
+def _explaining_server(word: str):
+    from openai_server import FakeOpenAI, last_user_message
+
+    def reply(body):
+        if "What concepts" in last_user_message(body):
+            return "1. Python code\n2. loops"
+        return f" {word} number {len(body['messages'])}."
+
+    return FakeOpenAI(reply=reply)
+
+
+def test_explanations_of_one_endpoint_or_model_are_not_reused_for_another(tmp_path, monkeypatch):
+    """The store key names the endpoint and the model the explainer resolves to (OPENAI_BASE_URL
+    included); once it said only 'openai', and a second endpoint silently got the first's answers."""
+    from unlearn_snip.method import explainer_key
+
+    chat = "/v1/chat/completions"
+    ctx = _ctx(tiny_model("llama"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+    def explained(server, **options):
+        opts = KeywordOptions(explainer="openai", store=str(tmp_path / "e.sqlite"), keywords=["def"],
+                              concepts=["code"], max_neurons=3,
+                              explainer_options={"base_url": server.base_url, "backoff": 0.01, **options})
+        found, _ = KeywordScorer(opts).explanations(ctx)
+        return set(found.values())
+
+    with _explaining_server("alpha") as a, _explaining_server("beta") as b:
+        assert explained(a) == {"alpha number 8"} and len(a.received(chat)) == 3
+        assert explained(b) == {"beta number 8"} and len(b.received(chat)) == 3  # not alpha's
+        assert explained(a, model="other-model") == {"alpha number 8"} and len(a.received(chat)) == 6
+        assert explained(a, concurrency=2, api_key="sk-other") == {"alpha number 8"}  # how, not what
+        assert explained(a, model="other-model") == {"alpha number 8"}
+        assert len(a.received(chat)) == 6 and len(b.received(chat)) == 3  # all from the store
+        assert [r.body["model"] for r in a.received(chat)] == ["gpt-4o"] * 3 + ["other-model"] * 3
+
+    assert explainer_key("openai", {}) == 'openai:{"base_url": "https://api.openai.com/v1", "model": "gpt-4o"}'
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://u:p@127.0.0.1:8000/v1/")
+    assert explainer_key("openai", {}) == 'openai:{"base_url": "http://127.0.0.1:8000/v1", "model": "gpt-4o"}'
+    assert explainer_key("tokens", {}) == "tokens" and explainer_key("tokens", {"progress": False}) == "tokens"
+    assert explainer_key("local", {"model": "x", "batch_size": 4}) == 'local:{"model": "x"}'
+
+
+def test_explain_with_credentials_keeps_them_out_of_the_store_and_output(tiny_folder, text_corpora, tmp_path,
+                                                                        capfd):
+    import base64
+
+    from unlearn_core.cli import main
+
+    forget, retain = text_corpora
+    store = tmp_path / "e.sqlite"
+    secrets = ["sk-option-KEY-1234", "pw-URL-5678", "query-KEY-9012"]
+    with _explaining_server("gamma") as server:
+        url = server.base_url.replace("http://", f"http://alice:{secrets[1]}@") + f"?api_key={secrets[2]}"
+        assert main(["explain", "--model", str(tiny_folder), "--forget", forget, "--retain", retain,
+                     "--tokens", "512", "--window", "64", "--store", str(store), "--max-neurons", "4",
+                     "--explainer", "openai", "-O", f"base_url={url}", "-O", f"api_key={secrets[0]}",
+                     "--quiet"]) == 0
+        sent = server.received("/v1/chat/completions")
+    assert len(sent) == 5 and sent[0].query == {"api_key": secrets[2]}  # 4 neurons and the concepts
+    out, err = capfd.readouterr()
+    assert "4 explanations" in out and err == ""  # --quiet: no progress bar
+    assert f"127.0.0.1:{server.base_url.split(':')[2]}" in out
+    forms = [*secrets, f"alice:{secrets[1]}", base64.b64encode(f"alice:{secrets[1]}".encode()).decode()]
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("e.sqlite")]
+    written = b"".join(p.read_bytes() for p in files) + out.encode()
+    assert [s for s in forms if s.encode() in written] == []
+    with ExplanationStore(store) as s:
+        (key,) = {k for (k,) in s._db.execute("SELECT DISTINCT explainer FROM explanations")}
+    assert key == f'openai:{{"base_url": "{server.base_url}?api_key=***", "model": "gpt-4o"}}'
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_explain_quiet_shows_no_progress(tiny_folder, text_corpora, tmp_path, capfd, monkeypatch, quiet):
+    from unlearn_core.cli import main
+
+    forget, retain = text_corpora
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with _explaining_server("delta") as server:
+        server.fail_next(503)  # a retry prints nothing either
+        assert main(["explain", "--model", str(tiny_folder), "--forget", forget, "--retain", retain,
+                     "--tokens", "512", "--window", "64", "--store", str(tmp_path / "e.sqlite"),
+                     "--max-neurons", "3", "--explainer", "openai", "-O", f"base_url={server.base_url}",
+                     "-O", "backoff=0.01", *(["--quiet"] if quiet else [])]) == 0
+    err = capfd.readouterr().err
+    assert ("explaining neurons" in err) is not quiet
+    if quiet:
+        assert err == ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import time
 
@@ -11,7 +13,7 @@ from openai_server import FakeOpenAI, hash_embedding, last_user_message
 
 from unlearn_core import ActivationRecord, Embedder, Explainer, NeuronId, NeuronRecords
 from unlearn_core.errors import UsageError
-from unlearn_snip.openai_backend import OpenAIEmbedder, OpenAIExplainer, safe_url
+from unlearn_snip.openai_backend import OpenAIEmbedder, OpenAIExplainer, endpoint, safe_url
 from unlearn_snip.prompts import (
     EXPLANATION_PREFIX,
     FEW_SHOT_EXAMPLES,
@@ -213,6 +215,139 @@ def test_unreachable_url_is_a_usage_error_naming_it():
 
 def test_safe_url_drops_credentials():
     assert safe_url("https://user:pw@example.com:8443/v1") == "https://example.com:8443/v1"
+    assert safe_url("http://u:p@[::1]:8000/v1?api_key=k1&api-version=2") == "http://[::1]:8000/v1?api_key=***&api-version=2"
+    assert endpoint("http://u:p@host/v1/") == endpoint("http://host/v1") == "http://host/v1"
+
+
+# ---- odd answers, bad URLs and secrets --------------------------------------------------------
+
+HTML = b"<!DOCTYPE html><html><body>Please log in</body></html>"
+
+
+def _embedding(vector: list[float], index: int = 0) -> dict:
+    return {"object": "embedding", "index": index, "embedding": vector}
+
+
+@pytest.mark.parametrize("path, answer, content_type, said", [
+    (CHAT, HTML, "text/html; charset=utf-8", "with an HTML page, not JSON"),
+    (CHAT, HTML, "application/json", "with an HTML page, not JSON"),
+    (CHAT, b'{"choices": [', "application/json", "a body that is not JSON"),
+    (CHAT, b"", "application/json", "with an empty body"),
+    (CHAT, b"[" * 200_000, "application/json", "nested too deeply"),
+    (CHAT, b"\xff\xfe{}", "application/json", "not UTF-8"),
+    (CHAT, {"id": "x", "object": "chat.completion"}, "application/json", "no 'choices' list"),
+    (CHAT, {"choices": []}, "application/json", "no 'choices' list"),
+    (CHAT, {"error": {"message": "model is overloaded"}}, "application/json",
+     "no 'choices' list: model is overloaded"),
+    (CHAT, [1, 2], "application/json", "JSON that is not an object"),
+    (CHAT, {"choices": [{"message": {"content": 5}}]}, "application/json", "without a text message"),
+    (CHAT, {"choices": ["text"]}, "application/json", "without a text message"),
+    (EMBEDDINGS := "/v1/embeddings", HTML, "text/html", "with an HTML page, not JSON"),
+    (EMBEDDINGS, b"{'data': []}", "application/json", "a body that is not JSON"),
+    (EMBEDDINGS, {"object": "list"}, "application/json", "no 'data' list"),
+    (EMBEDDINGS, {"data": None}, "application/json", "no 'data' list"),
+    (EMBEDDINGS, {"data": [_embedding([1.0, 2.0])]}, "application/json", "1 embeddings for 2 texts"),
+    (EMBEDDINGS, {"data": [_embedding([1.0, 2.0]), _embedding([1.0], 1)]}, "application/json",
+     "embeddings of different sizes (1, 2)"),
+    (EMBEDDINGS, {"data": [_embedding("AAAA"), _embedding([1.0], 1)]}, "application/json",
+     "data[0] without an 'embedding' list of finite numbers"),
+    (EMBEDDINGS, {"data": [_embedding([1.0, True]), _embedding([1.0, 2.0], 1)]}, "application/json",
+     "finite numbers"),
+    (EMBEDDINGS, {"data": [_embedding([]), _embedding([1.0], 1)]}, "application/json", "finite numbers"),
+    (EMBEDDINGS, {"data": [_embedding([1.0, 2.0]), _embedding([3.0, 4.0])]}, "application/json",
+     "'index' values that are not 0 to 1"),
+])
+def test_odd_answers_with_http_200_are_one_line_usage_errors(server, path, answer, content_type, said):
+    """A login page, a proxy's error page or a server that is not OpenAI-compatible answers HTTP 200
+    too: the user learns which endpoint answered what, in one line, and nothing is retried."""
+    server.rewrite = lambda path_, body, ok: answer
+    server.content_type = content_type
+    with pytest.raises(UsageError) as e:
+        if path == CHAT:
+            explainer(server).explain([neuron(0, ["a"], [1.0])])
+        else:
+            OpenAIEmbedder(model="emb", base_url=server.base_url, api_key=KEY, progress=False).embed(["x", "y"])
+    message = str(e.value)
+    assert said in message and f"the API at {server.base_url}{path[3:]} answered" in message
+    assert "\n" not in message and KEY not in message and len(message) < 400
+    assert len(server.received(path)) == 1
+
+
+def test_embeddings_of_different_sizes_in_two_batches_are_refused(server):
+    def rewrite(path, body, answer):  # 'a' gets 3 numbers, every other text 4
+        return {"data": [_embedding([1.0] * (3 if text == "a" else 4), i)
+                         for i, text in enumerate(body["input"])]}
+
+    server.rewrite = rewrite
+    embedder = OpenAIEmbedder(base_url=server.base_url, api_key=KEY, batch_size=1, concurrency=1,
+                              progress=False)
+    assert embedder.embed(["b", "c"]).shape == (2, 4)
+    with pytest.raises(UsageError, match=r"embeddings of different sizes \(3, 4\)"):
+        embedder.embed(["a", "b"])
+
+
+USER, PASSWORD, QUERY_KEY = "alice", "pw-0123-SECRET", "query-key-987654"
+BASIC = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+def _with_credentials(url: str) -> str:
+    return url.replace("http://", f"http://{USER}:{PASSWORD}@") + f"?api_key={QUERY_KEY}&api-version=7"
+
+
+def _leaks(text: str) -> list[str]:
+    return [s for s in (KEY, PASSWORD, f"{USER}:{PASSWORD}", BASIC, BASIC.rstrip("="), QUERY_KEY) if s in text]
+
+
+@pytest.mark.parametrize("failures, said", [
+    ((401,), "rejected the API key (HTTP 401)"),
+    ((400,), "answered HTTP 400"),
+    ((503, 503), "kept failing (HTTP 503"),
+])
+def test_credentials_in_the_base_url_are_sent_but_never_echoed(server, failures, said):
+    """user:password@ goes as Basic auth and the URL's query with every request; the server's error
+    message echoes both (as some proxies do), the UsageError masks them, base64 form included."""
+    server.fail_next(*failures)
+    made = OpenAIExplainer(model="m", base_url=_with_credentials(server.base_url), api_key=KEY,
+                           max_retries=len(failures) - 1, backoff=0.01, progress=False)
+    with pytest.raises(UsageError) as e:
+        made.explain([neuron(0, ["a"], [1.0])])
+    sent = server.received(CHAT)[0]
+    assert sent.headers["authorization"] == f"Basic {BASIC}"
+    assert sent.query == {"api_key": QUERY_KEY, "api-version": "7"}
+    message = str(e.value)
+    assert said in message and "injected failure" in message and "Basic ***" in message
+    assert f"{server.base_url}/chat/completions?api_key=***&api-version=7" in message
+    assert _leaks(message) == [] and _leaks(repr(made)) == [] and _leaks(json.dumps(made.info())) == []
+
+
+def test_the_query_of_the_base_url_goes_with_every_request(server):
+    made = OpenAIExplainer(model="m", base_url=server.base_url + "?api-version=2024-06-01", api_key=KEY,
+                           progress=False)
+    assert made.explain([neuron(0, ["a"], [1.0])]) == ["things"]
+    embedder = OpenAIEmbedder(base_url=server.base_url + "/?api-version=3", api_key=KEY, progress=False)
+    assert embedder.embed(["x"]).shape == (1, 8)
+    assert [(r.path, r.query) for r in server.requests] == [(CHAT, {"api-version": "2024-06-01"}),
+                                                           ("/v1/embeddings", {"api-version": "3"})]
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://example.com/v1", "http://", "http://[::1",
+                                 "http://example.com:99999/v1", "http://exa mple.com/v1", "/v1",
+                                 "http//alice:pw-0123-SECRET@example.com/v1", "http://h\n/v1"])
+def test_malformed_base_urls_are_refused_at_once(url, monkeypatch):
+    for make in (OpenAIExplainer, OpenAIEmbedder):
+        with pytest.raises(UsageError, match="base_url must be an http") as e:
+            make(base_url=url, api_key=KEY, progress=False)
+        assert PASSWORD not in str(e.value) and KEY not in str(e.value)
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    with pytest.raises(UsageError, match="OPENAI_BASE_URL must be an http"):
+        OpenAIExplainer(api_key=KEY, progress=False)
+
+
+def test_a_key_no_header_can_carry_is_refused_unechoed():
+    for key in ("sk-line\nbreak", "sk-ключ"):
+        with pytest.raises(UsageError, match="cannot carry") as e:
+            OpenAIExplainer(base_url="http://127.0.0.1:9/v1", api_key=key)
+        assert key not in str(e.value)
 
 
 def test_concepts_and_ratings(server):
@@ -230,10 +365,11 @@ def test_concepts_and_ratings(server):
     assert isinstance(made, Explainer) and made.name == "openai"
 
 
-def test_unparseable_rating_raises(server):
+def test_unparseable_rating_is_a_usage_error(server):
     server.reply = lambda body: "I cannot say."
-    with pytest.raises(ValueError, match="no rating"):
+    with pytest.raises(UsageError, match="answered without a rating") as e:
         explainer(server).rate(["x"], "topic")
+    assert "I cannot say." in str(e.value) and "\n" not in str(e.value)
 
 
 # ---- the embedder -----------------------------------------------------------------------------

@@ -113,6 +113,58 @@ def test_newer_schema_is_refused(tmp_path):
     assert f"schema version {SCHEMA_VERSION + 1}" in _one_line_usage_error(e)
 
 
+def _sqlite_file(path: Path, *statements: str) -> Path:
+    """A database in SQLite's default (rollback journal) mode, as another program or an older
+    sqlite3 would leave it."""
+    db = sqlite3.connect(path)
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    return path
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda p: _sqlite_file(p, "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+                            f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION + 1})"),
+     f"schema version {SCHEMA_VERSION + 1}"),
+    (lambda p: _sqlite_file(p, "CREATE TABLE schema_version (version)",
+                            "INSERT INTO schema_version VALUES ('x')"),
+     "malformed schema version"),
+    (lambda p: _sqlite_file(p, "CREATE TABLE users (name TEXT)", "INSERT INTO users VALUES ('ann')"),
+     "not an explanation store (tables: users)"),
+    (lambda p: p.write_text("name,score\nann,3\n" * 200) and p, "not a database"),
+])
+def test_a_refused_file_is_left_exactly_as_it_was(tmp_path, make, said):
+    """Opening must check before it writes: switching to WAL rewrites a database's header, and the
+    migration would add tables to another program's database."""
+    path = make(tmp_path / "store.sqlite")
+    before = path.read_bytes()
+    for opening in (ExplanationStore.check, ExplanationStore):
+        with pytest.raises(UsageError) as e:
+            opening(path)
+        assert said in _one_line_usage_error(e)
+        assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.sqlite"]  # no -wal or -shm left
+
+
+def test_check_creates_nothing_and_passes_a_store(tmp_path):
+    ExplanationStore.check(tmp_path / "new" / "store.sqlite")
+    assert list(tmp_path.iterdir()) == []
+    ExplanationStore(tmp_path / "store.sqlite").close()
+    ExplanationStore.check(tmp_path / "store.sqlite")
+    with pytest.raises(UsageError, match="is a directory"):
+        ExplanationStore.check(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t", None, 7])
+def test_an_empty_explanation_is_never_stored(store, text):
+    """A later run would take it for an answer and never ask again."""
+    with pytest.raises(ValueError, match="empty explanation"):
+        store.put(*KEY, {NeuronId(0, 0): "commas", NeuronId(0, 1): text})
+    assert store.count(*KEY) == 0  # nothing of the batch
+
+
 # -- resume after a kill -------------------------------------------------------------------------
 
 BATCH, BATCHES = 40, 12
@@ -240,8 +292,22 @@ def test_import_folder_layout(store, tmp_path):
     assert f"{folder / '10' / '4.jsonl'}:1:" in _one_line_usage_error(e)
 
 
+def _neuron_line(layer: object, neuron: object) -> str:
+    return json.dumps({"neuron_id": {"layer_index": layer, "neuron_index": neuron},
+                       "scored_explanations": [_scored_explanation(" words", 0.5)]})
+
+
 @pytest.mark.parametrize("bad_line, why", [
     ('{"neuron_id": {"layer_index": 0, "neuron_index": 1}, "scored_explanations": [', "not JSON"),
+    ("[" * 200_000, "JSON nested too deeply"),
+    ("layer,neuron,explanation", "not JSON"),
+    (_neuron_line(-1, 0), "non-negative integer"),
+    (_neuron_line(0, -3), "non-negative integer"),
+    (_neuron_line(0, 1.5), "non-negative integer"),
+    (_neuron_line(0, 2.0), "non-negative integer"),
+    (_neuron_line("0", 2), "non-negative integer"),
+    (_neuron_line(0, True), "non-negative integer"),
+    (_neuron_line(None, 1), "non-negative integer"),
     ('{"scored_explanations": []}', "neuron_id"),
     (json.dumps({"neuron_id": {"layer_index": 0, "neuron_index": 1},
                  "scored_explanations": [{"explanation": "x"}]}), "scored_simulation"),
@@ -257,6 +323,28 @@ def test_malformed_import_names_file_and_line(store, tmp_path, bad_line, why):
     assert store.count(*KEY) == 0  # all or nothing
 
 
+def test_import_refuses_neurons_the_site_does_not_have(store, tmp_path):
+    file = tmp_path / "explanations.jsonl"
+    file.write_text(_neuron_line(1, 47) + "\n" + _neuron_line(2, 0) + "\n")
+    with pytest.raises(UsageError) as e:
+        store.import_jsonl(file, *KEY, shape=(2, 48))
+    assert _one_line_usage_error(e).startswith(f"{file}:2: neuron_id 2/0 is not in the model's site (2 layers")
+    file.write_text(_neuron_line(0, 48) + "\n")
+    with pytest.raises(UsageError, match=r":1: neuron_id 0/48 is not in"):
+        store.import_jsonl(file, *KEY, shape=(2, 48))
+    assert store.count(*KEY) == 0
+    file.write_text(_neuron_line(1, 47) + "\n")
+    assert store.import_jsonl(file, *KEY, shape=(2, 48)) == 1
+
+
+def test_import_skips_blank_explanations(store, tmp_path):
+    file = tmp_path / "explanations.jsonl"
+    lines = [_results(0, 1, ("  ", 0.9), (" dates", 0.2)), _results(0, 2, (" ", 0.5))]
+    file.write_text("\n".join(lines) + "\n")
+    assert store.import_jsonl(file, *KEY) == 1
+    assert store.get(*KEY, [NeuronId(0, 1), NeuronId(0, 2)]) == {NeuronId(0, 1): "dates"}
+
+
 def test_unreadable_import_path(store, tmp_path):
     with pytest.raises(UsageError) as e:
         store.import_jsonl(tmp_path / "nope.jsonl", *KEY)
@@ -268,7 +356,8 @@ def test_unreadable_import_path(store, tmp_path):
     (tmp_path / "latin1.jsonl").write_bytes(b"\xff\xfe caf\xe9\n")
     with pytest.raises(UsageError) as e:
         store.import_jsonl(tmp_path / "latin1.jsonl", *KEY)
-    assert "cannot read explanations" in _one_line_usage_error(e)
+    assert "cannot read explanations" in _one_line_usage_error(e) and "not UTF-8" in str(e.value)
+    assert store.count(*KEY) == 0
 
 
 def test_schema_1_store_migrates_and_its_explanations_are_not_reused(tmp_path):

@@ -17,30 +17,31 @@ from .method import (
     RatedScorer,
     SnipOptions,
     SnipScorer,
-    check_components,
+    component_check,
 )
 
 
 @hookimpl
 def register_methods(register):
     register(MethodSpec("snip", "explanation-to-concept cosine similarity (Li & Weng 2024)",
-                        SnipScorer, SnipOptions, check=check_components))
+                        SnipScorer, SnipOptions, check=component_check("snip")))
     register(MethodSpec("keyword", "explanations that contain a forget keyword", KeywordScorer,
-                        KeywordOptions, check=check_components))
+                        KeywordOptions, check=component_check("keyword")))
     register(MethodSpec("llm-scored", "the explainer rates each explanation 0-10 for the forget data",
-                        RatedScorer, ExplanationOptions, check=check_components))
+                        RatedScorer, ExplanationOptions, check=component_check("llm-scored")))
 
 
-def _openai_explainer(**options):
+# `progress` is named so that a quiet run can turn it off (method.build_component).
+def _openai_explainer(progress: bool = True, **options):
     from .openai_backend import OpenAIExplainer
 
-    return OpenAIExplainer(**options)
+    return OpenAIExplainer(progress=progress, **options)
 
 
-def _openai_embedder(**options):
+def _openai_embedder(progress: bool = True, **options):
     from .openai_backend import OpenAIEmbedder
 
-    return OpenAIEmbedder(**options)
+    return OpenAIEmbedder(progress=progress, **options)
 
 
 def _check_openai(class_name: str, kind: str):

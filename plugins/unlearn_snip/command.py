@@ -3,12 +3,16 @@
     unlearn explain --explainer tokens                        # every SmolLM2 neuron, offline
     unlearn explain --explainer local --max-neurons 200       # the embedded chat model
     unlearn explain --import explanations.jsonl --explainer openai   # published neuron-explainer files
+
+Bad input (a number, an option, an import file, a neuron the model does not have, a store this
+version cannot use) is refused before anything is stored, and where it can be, before the model loads.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import torch
 
@@ -21,8 +25,10 @@ from unlearn_core import (
     prepare,
     resolve_site,
 )
+from unlearn_core.records import loads_json
+from unlearn_core.redact import redact_text
 
-from .method import DEFAULT_STORE, ExplainedNeurons, ExplanationOptions, check_components, explainer_key
+from .method import DEFAULT_STORE, ExplainedNeurons, ExplanationOptions, check_components, store_path
 from .prompts import PROMPT_VERSION
 
 
@@ -49,16 +55,19 @@ def configure(p) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-def _options(pairs: list[str]) -> dict:
-    out = {}
+def _options(pairs: list[str]) -> dict[str, Any]:
+    """-O KEY=VALUE pairs; a value is JSON when it parses, else a string."""
+    out: dict[str, Any] = {}
     for text in pairs:
         key, eq, raw = text.partition("=")
         if not eq or not key:
-            raise UsageError(f"--option expects KEY=VALUE, got '{text}'")
+            raise UsageError(f"--option expects KEY=VALUE, got '{redact_text(text)}'")
         try:
-            out[key] = json.loads(raw)
+            out[key] = loads_json(raw)
         except json.JSONDecodeError:
             out[key] = raw
+        except ValueError as e:  # nested too deeply
+            raise UsageError(f"bad option -O {key}: {e}") from None
     return out
 
 
@@ -76,23 +85,13 @@ def run(args) -> int:
     except ValidationError as e:
         err = e.errors()[0]
         raise UsageError(f"bad value for --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-    if args.import_path:  # the explainer only labels imported explanations: no key needed
-        registry.component("explainer", options.explainer)
-    else:
-        check_components(options, registry.components)
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     if args.import_path:
-        from .store import IMPORTED, ExplanationStore
-
-        check_model_spec(args.model)
-        loaded = load_model(args.model, progress=not args.quiet)
-        site = resolve_site(loaded.model, args.site, registry.architectures)
-        fp = loaded.identity()["fingerprint"]
-        key = explainer_key(options.explainer, options.explainer_options)
-        with ExplanationStore(options.store) as store:
-            n = store.import_jsonl(args.import_path, fp, site.name, key, PROMPT_VERSION, IMPORTED)
-        print(f"imported {n} explanations into {options.store} (model {fp}, explainer {key})")
-        return 0
+        return _import(args, options, registry)
+    check_components(options, registry.components)  # names, options, key and store: before any model loads
+    if config.window < options.context:  # no probe window: nothing to explain from
+        raise UsageError(f"--window {config.window} is shorter than the {options.context}-token probe "
+                         "windows the explainer is shown")
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     prepared = prepare(config, registry, progress=not args.quiet, log=log)
     pipeline = ExplainedNeurons(options)
     pipeline.explanations(prepared.context(0, torch.zeros(prepared.site.shape, dtype=torch.bool)))
@@ -101,6 +100,33 @@ def run(args) -> int:
     print(f"{info['explained']} explanations in {info['store']} ({info['reused_from_store']} reused), "
           f"model {prepared.model_info.fingerprint}, explainer {info['explainer_key']}, "
           f"probe {info['probe']['key']}")
+    return 0
+
+
+def _import(args, options: ExplanationOptions, registry) -> int:
+    """Import published explanations: the file, model, site and store are checked before the model
+    loads, neuron ids against its site after, and then all of it is stored, or nothing."""
+    from .store import IMPORTED, ExplanationStore, check_neurons, read_explanations
+
+    registry.component("explainer", options.explainer)  # the name labels what is imported
+    if options.explainer_options:
+        raise UsageError("--import stores explanations under the explainer's name only; -O options do "
+                         "not apply")
+    check_model_spec(args.model)
+    known_sites = {s for a in registry.architectures.values() for s in a.sites}
+    if args.site not in known_sites:
+        raise UsageError(f"unknown neuron site '{args.site}'; choose from: {', '.join(sorted(known_sites))}")
+    found = read_explanations(args.import_path)
+    path = store_path(options)
+    ExplanationStore.check(path)
+    loaded = load_model(args.model, progress=not args.quiet)
+    site = resolve_site(loaded.model, args.site, registry.architectures)
+    check_neurons(found, site.shape)
+    fp = loaded.identity()["fingerprint"]
+    with ExplanationStore(path) as store:
+        store.put_imported(found, fp, site.name, options.explainer, PROMPT_VERSION, IMPORTED,
+                           f"import:{args.import_path}")
+    print(f"imported {len(found)} explanations into {path} (model {fp}, explainer {options.explainer})")
     return 0
 
 

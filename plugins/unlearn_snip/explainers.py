@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from unlearn_core import NeuronRecords
 
 from . import prompts
+from .option_types import Count, Name
 from .prompts import PROMPT_VERSION
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_]+")
@@ -35,7 +36,11 @@ class TokensExplainer:
 
     name = "tokens"
 
-    def __init__(self, top: int = 6):
+    def __init__(self, top: Count = 6):
+        if top < 1:
+            from unlearn_core import UsageError
+
+            raise UsageError("explainer 'tokens': top must be >= 1")
         self.top = top
 
     def explain(self, neurons: Sequence[NeuronRecords]) -> list[str]:
@@ -74,15 +79,15 @@ class LocalExplainer:
 
     name = "local"
 
-    def __init__(self, model: str = "smollm2", batch_size: int = 8, few_shot: bool = False,
-                 max_new_tokens: int = 40, progress: bool = True):
-        from unlearn_core import load_model
+    def __init__(self, model: Name = "smollm2", batch_size: Count = 8, few_shot: bool = False,
+                 max_new_tokens: Count = 40, progress: bool = True):
+        from unlearn_core import UsageError, load_model
 
+        if batch_size < 1 or max_new_tokens < 1:
+            raise UsageError("explainer 'local': batch_size and max_new_tokens must be >= 1")
         loaded = load_model(model, progress=progress)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         if getattr(self.tokenizer, "chat_template", None) is None:
-            from unlearn_core import UsageError
-
             raise UsageError(f"explainer 'local' needs a chat model; '{model}' has no chat template")
         self.tokenizer.padding_side = "left"
         self.spec, self.batch_size, self.few_shot = model, batch_size, few_shot
@@ -131,7 +136,7 @@ class SentenceTransformerEmbedder:
 
     name = "sentence-transformers"
 
-    def __init__(self, model: str | None = None, batch_size: int = 128, device: str = "cpu"):
+    def __init__(self, model: Name | None = None, batch_size: Count = 128, device: Name = "cpu"):
         from sentence_transformers import SentenceTransformer
 
         if model is None:

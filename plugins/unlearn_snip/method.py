@@ -22,17 +22,22 @@ Unexplained neurons score below every explained one. Pruning then follows the be
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 from torch import Tensor
 
-from unlearn_core import NeuronId, PruneContext, UsageError, unknown_name
+from unlearn_core import ComponentSpec, NeuronId, PruneContext, UsageError, unknown_name
+from unlearn_core.records import loads_json
+from unlearn_core.redact import is_secret_name, redact
 
 from .activations import TopActivations, top_activations
 from .prompts import PROMPT_VERSION
@@ -50,17 +55,20 @@ DEFAULT_KEYWORDS: dict[str, list[str]] = {
 }
 
 
+Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
 class ExplanationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     explainer: str = "tokens"
     explainer_options: dict[str, Any] = Field(default_factory=dict)
-    store: str = str(DEFAULT_STORE)
+    store: str = Field(str(DEFAULT_STORE), min_length=1)
     records: int = Field(5, ge=1, description="top-activating contexts kept per neuron")
     context: int = Field(64, ge=4, description="tokens per probe window")
     probe: Literal["mix", "forget", "retain"] = "mix"
     max_neurons: int | None = Field(None, ge=1, description="explain only this many candidates")
-    concepts: list[str] | None = None  # given concepts: no explainer call
+    concepts: list[Phrase] | None = Field(None, min_length=1)  # given concepts: no explainer call
     n_concepts: int = Field(20, ge=1)
     samples: int = Field(64, ge=1, description="forget windows handed to the explainer for concepts "
                                                 "(LLM prompts show the first 20)")
@@ -73,11 +81,25 @@ class SnipOptions(ExplanationOptions):
 
 
 class KeywordOptions(ExplanationOptions):
-    keywords: list[str] | None = None  # default: DEFAULT_KEYWORDS of the forget corpus
+    keywords: list[Phrase] | None = Field(None, min_length=1)  # default: DEFAULT_KEYWORDS of the forget corpus
 
 
-def check_components(options: BaseModel, components) -> None:
-    """Unknown explainer or embedder names, bad options or a missing key fail before models load."""
+class OptionError(UsageError):
+    """A bad option of a component: `option` names it (None: the options as a whole)."""
+
+    def __init__(self, option: str | None, message: str) -> None:
+        super().__init__(message)
+        self.option, self.message = option, message
+
+
+Components = Mapping[str, Mapping[str, ComponentSpec]]
+
+
+def check_components(options: BaseModel, components: Components, method: str | None = None) -> None:
+    """Unknown explainer or embedder names, bad options, a missing key or a store this version
+    cannot use fail before models load. Messages name the option as `-O METHOD.KEY` does (as
+    `unlearn explain -O KEY` does when `method` is None)."""
+    ExplanationStore.check(store_path(options))
     chosen = [("explainer", options.explainer, options.explainer_options)]
     if hasattr(options, "embedder"):
         chosen.append(("embedder", options.embedder, options.embedder_options))
@@ -85,28 +107,91 @@ def check_components(options: BaseModel, components) -> None:
         specs = components.get(kind, {})
         if name not in specs:
             raise unknown_name(kind, name, specs)
-        if specs[name].check is not None:
-            specs[name].check(**kwargs)
-
-
-def accepts(factory, kind: str, name: str):
-    """A check that `factory` takes the given options, without calling it (it may load a model)."""
-    import inspect
-
-    def check(**options) -> None:
+        if specs[name].check is None:
+            continue
         try:
-            inspect.signature(factory).bind(**options)
-        except TypeError as e:
-            params = ", ".join(p for p in inspect.signature(factory).parameters if p != "self")
-            raise UsageError(f"bad options for {kind} '{name}': {e}; it takes: {params}") from None
+            specs[name].check(**kwargs)
+        except OptionError as e:
+            if method:
+                option = ".".join(part for part in (method, f"{kind}_options", e.option) if part)
+            else:
+                option = f"-O {e.option}" if e.option else "-O"
+            raise UsageError(f"bad option {option}: {e.message}") from None
+
+
+def component_check(method: str) -> Callable[[BaseModel, Components], None]:
+    """The MethodSpec check of `method`: check_components, naming options as -O METHOD.KEY."""
+    return lambda options, components: check_components(options, components, method)
+
+
+def accepts(factory: Callable[..., Any], kind: str, name: str) -> Callable[..., None]:
+    """A check that `factory` takes the given options, of the types its signature declares (strictly:
+    no "8" for an int), without calling it (it may load a model)."""
+
+    def check(**options: Any) -> None:
+        try:
+            signature = inspect.signature(factory, eval_str=True)
+        except (NameError, TypeError, ValueError):
+            signature = inspect.signature(factory)
+        params = signature.parameters
+        takes = ", ".join(p for p in params if p != "self")
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        for key, value in options.items():
+            param = params.get(key)
+            if param is None or param.kind in (param.POSITIONAL_ONLY, param.VAR_POSITIONAL):
+                if open_ended:
+                    continue
+                raise OptionError(key, f"{kind} '{name}' has no option '{key}'; it takes: {takes}")
+            if param.annotation is param.empty or isinstance(param.annotation, str):
+                continue
+            try:
+                adapter = TypeAdapter(param.annotation)
+            except Exception:  # a type pydantic cannot check: the factory will
+                continue
+            try:
+                adapter.validate_python(value, strict=True)
+            except ValidationError as e:  # its msg never holds the value, which may be a secret
+                raise OptionError(key, f"{e.errors()[0]['msg']} ({kind} '{name}')") from None
 
     return check
 
 
-def explainer_key(name: str, options: dict[str, Any]) -> str:
-    """Store key of an explainer configuration: the name, plus its options when any are set."""
-    safe = {k: v for k, v in options.items() if "key" not in k.lower()}  # never store secrets
-    return name if not safe else f"{name}:{json.dumps(safe, sort_keys=True)}"
+# Options that change how fast or how visibly a component works, not what it answers.
+_RUNTIME = frozenset({"progress", "concurrency", "max_retries", "timeout", "backoff", "batch_size"})
+
+
+def explainer_key(name: str, options: Mapping[str, Any]) -> str:
+    """Store key of an explainer configuration: its name and every option that changes what it
+    answers, never a secret; for `openai` also the model and the endpoint it resolves to (through
+    OPENAI_BASE_URL too), without credentials, so one endpoint's answers are never reused for another."""
+    identity = {k: v for k, v in options.items() if k not in _RUNTIME and not is_secret_name(k)}
+    if name == "openai":
+        from .openai_backend import DEFAULT_CHAT_MODEL, endpoint
+
+        identity["model"] = options.get("model") or DEFAULT_CHAT_MODEL
+        identity["base_url"] = endpoint(options.get("base_url"))
+    identity = redact(identity)  # credentials inside other values, e.g. a URL
+    return name if not identity else f"{name}:{json.dumps(identity, sort_keys=True, default=str)}"
+
+
+def store_path(options: BaseModel) -> Path:
+    return Path(options.store).expanduser()
+
+
+def build_component(ctx: PruneContext, kind: str, name: str, options: Mapping[str, Any]) -> Any:
+    """Build a registered component; with progress off (--quiet) one that shows progress is told so."""
+    spec = ctx.components[kind][name]
+    options = dict(options)
+    if not ctx.progress and _takes(spec.build, "progress"):
+        options["progress"] = False
+    return spec.build(**options)
+
+
+def _takes(fn: Callable[..., Any], parameter: str) -> bool:
+    try:
+        return parameter in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class ExplainedNeurons:
@@ -131,8 +216,7 @@ class ExplainedNeurons:
         return self.details
 
     def _explainer(self, ctx: PruneContext):
-        spec = ctx.components["explainer"][self.options.explainer]
-        return spec.build(**self.options.explainer_options)
+        return build_component(ctx, "explainer", self.options.explainer, self.options.explainer_options)
 
     def probe_windows(self, ctx: PruneContext) -> Tensor:
         """Probe windows of `context` tokens cut from the statistics windows (without the BOS, which
@@ -160,6 +244,11 @@ class ExplainedNeurons:
                              "prepare() on the original weights before step 1")
         o = self.options
         probe = self.probe_windows(ctx)
+        if len(probe) == 0:  # explanations of no text would be stored and reused as if real
+            tokens = ctx.forget_windows.shape[1] - (1 if ctx.bos else 0)
+            raise UsageError(f"the statistics windows have {tokens} tokens of text, fewer than the "
+                             f"{o.context}-token probe windows (option context): use a larger --window "
+                             "or a smaller context")
         top = top_activations(ctx.model, ctx.site, probe, k=o.records, batch_size=ctx.batch_size,
                               progress=ctx.progress)
         peak = top.values[..., 0]  # [L, N]
@@ -170,9 +259,10 @@ class ExplainedNeurons:
         candidates = [NeuronId(int(i) // n_per_layer, int(i) % n_per_layer) for i in order]
         key = (ctx.model_fingerprint, ctx.site.name, explainer_key(o.explainer, o.explainer_options),
                PROMPT_VERSION, self.probe_key(probe))
-        explainer = None
-        with ExplanationStore(Path(o.store).expanduser()) as store:
-            imported = store.get(*key[:4], IMPORTED, candidates)
+        explainer, empty = None, 0
+        with ExplanationStore(store_path(o)) as store:
+            # Imported explanations come from their publisher, not an endpoint: keyed by the name.
+            imported = store.get(key[0], key[1], o.explainer, PROMPT_VERSION, IMPORTED, candidates)
             missing = store.missing(*key, [n for n in candidates if n not in imported])
             reused = len(candidates) - len(missing)
             if missing:
@@ -181,13 +271,24 @@ class ExplainedNeurons:
                 for start in range(0, len(missing), o.batch):
                     batch = missing[start:start + o.batch]
                     texts = explainer.explain([top.records(n, strings) for n in batch])
-                    store.put(*key, dict(zip(batch, texts, strict=True)))  # committed: resumable
+                    if len(texts) != len(batch):
+                        raise ValueError(f"explainer '{o.explainer}' returned {len(texts)} explanations "
+                                         f"for {len(batch)} neurons")
+                    # An empty answer is not stored: the neuron stays unexplained and is asked again.
+                    answered = {n: t for n, t in zip(batch, texts, strict=True) if _said(t)}
+                    empty += len(batch) - len(answered)
+                    if answered:
+                        store.put(*key, answered)  # committed: resumable
             found = {**store.get(*key, candidates), **imported}
+            if not found:
+                raise UsageError(f"explainer '{o.explainer}' gave no explanation for any of the "
+                                 f"{len(candidates)} neurons ({empty} empty answers); try another "
+                                 "explainer or model")
             concepts = self._concepts(ctx, store, explainer)
         self.details.update({
             "explainer": o.explainer, "explainer_key": key[2], "prompt_version": PROMPT_VERSION,
             "explained": len(found), "reused_from_store": reused, "imported": len(imported),
-            "store": str(Path(o.store).expanduser()),
+            "empty_answers": empty, "store": str(store_path(o)),
             "candidates": "all neurons" if o.max_neurons is None else
             f"the {o.max_neurons} neurons with the highest maximum activation on the probe windows",
             "probe": {"kind": o.probe, "windows": len(probe), "context": o.context,
@@ -206,12 +307,12 @@ class ExplainedNeurons:
         digest = hashlib.sha256(samples_ids.numpy().tobytes()).hexdigest()[:16]
         cache_key = json.dumps([ctx.forget_spec, digest, explainer_key(o.explainer, o.explainer_options),
                                 PROMPT_VERSION, o.n_concepts])
-        cached = store.get_cached("concepts", cache_key)
-        if cached is not None:
-            return json.loads(cached)
+        cached = _phrases(store.get_cached("concepts", cache_key))
+        if cached:  # a damaged entry is asked again
+            return cached
         explainer = explainer or self._explainer(ctx)
         samples = [ctx.tokenizer.decode(w.tolist()) for w in samples_ids]
-        concepts = explainer.concepts(samples, o.n_concepts)
+        concepts = [c.strip() for c in explainer.concepts(samples, o.n_concepts) if _said(c)]
         if not concepts:
             raise UsageError(f"explainer '{o.explainer}' named no concepts for '{ctx.forget_spec}'")
         store.put_cached("concepts", cache_key, json.dumps(concepts))
@@ -233,8 +334,7 @@ class SnipScorer(ExplainedNeurons):
 
     def _score(self, ctx: PruneContext) -> Tensor:
         found, _ = self.explanations(ctx)
-        spec = ctx.components["embedder"][self.options.embedder]
-        embedder = spec.build(**self.options.embedder_options)
+        embedder = build_component(ctx, "embedder", self.options.embedder, self.options.embedder_options)
         texts = sorted(set(found.values()))  # many neurons share an explanation: embed each once
         explained = embedder.embed(texts)  # [M, d], unit rows
         concepts = embedder.embed(self.concept_list)  # [C, d]
@@ -271,17 +371,45 @@ class RatedScorer(ExplainedNeurons):
         topic = f"{ctx.forget_spec}: " + ", ".join(self.concept_list)
         prefix = json.dumps([explainer_key(o.explainer, o.explainer_options), PROMPT_VERSION, topic])
         keys = {text: f"{prefix}|{text}" for text in set(found.values())}  # one rating per explanation
-        with ExplanationStore(Path(o.store).expanduser()) as store:
-            cached = store.get_cached_many("rating", keys.values())
+        with ExplanationStore(store_path(o)) as store:
+            cached = {k: r for k, v in store.get_cached_many("rating", keys.values()).items()
+                      if (r := _rating(v)) is not None}  # a damaged entry is asked again
             todo = sorted(t for t, k in keys.items() if k not in cached)
             if todo:
                 asked = self._explainer(ctx).rate(todo, topic)
-                fresh = {keys[t]: json.dumps(float(r)) for t, r in zip(todo, asked, strict=True)}
-                store.put_cached_many("rating", fresh)
+                fresh = {keys[t]: float(r) for t, r in zip(todo, asked, strict=True)}
+                if not all(math.isfinite(r) for r in fresh.values()):
+                    raise ValueError(f"explainer '{o.explainer}' gave a rating that is not a finite number")
+                store.put_cached_many("rating", {k: json.dumps(r) for k, r in fresh.items()})
                 cached.update(fresh)
         self.details.update({"topic": topic, "ratings_asked": len(todo),
                              "ratings_cached": len(keys) - len(todo)})
-        return self._as_tensor(ctx, {n: float(json.loads(cached[keys[t]])) for n, t in found.items()})
+        return self._as_tensor(ctx, {n: cached[keys[t]] for n, t in found.items()})
+
+
+def _said(text: object) -> bool:
+    """Whether an answer says something (a non-empty string)."""
+    return isinstance(text, str) and bool(text.strip())
+
+
+def _phrases(text: str | None) -> list[str] | None:
+    """A cached JSON list of non-empty strings, or None (absent or damaged)."""
+    try:
+        value = loads_json(text) if text is not None else None
+    except ValueError:
+        return None
+    ok = isinstance(value, list) and value and all(_said(v) for v in value)
+    return value if ok else None
+
+
+def _rating(text: str) -> float | None:
+    """A cached rating, or None when it is damaged."""
+    try:
+        value = loads_json(text)
+    except ValueError:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def _token_strings(tokenizer, windows: Tensor) -> dict[int, str]:

@@ -35,10 +35,12 @@ import math
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from unlearn_core import NeuronId, UsageError
+from unlearn_core.records import loads_json
 
 SCHEMA_VERSION = 2
 IMPORTED = "imported"  # the probe of explanations imported from published files
@@ -83,6 +85,29 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Read only: a database with tables but no schema_version is not a store; a newer one is refused."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "schema_version" in tables:
+        _schema_version(db, path)
+    elif tables:
+        raise UsageError(f"{path} is an SQLite database but not an explanation store (tables: "
+                         f"{', '.join(sorted(tables)[:5])}); choose another store file")
+
+
+def _schema_version(db: sqlite3.Connection, path: Path) -> int:
+    """The store's schema version (0 for a new file); a newer or malformed one is refused."""
+    (version,) = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    version = 0 if version is None else version
+    if not isinstance(version, int) or version < 0:
+        raise UsageError(f"explanation store {path} has a malformed schema version; it is not a store "
+                         "this program wrote")
+    if version > SCHEMA_VERSION:
+        raise UsageError(f"explanation store {path} has schema version {version}; this version of "
+                         f"unlearn reads up to {SCHEMA_VERSION}: upgrade unlearn")
+    return version
+
+
 class ExplanationStore:
     """Explanations and cached LLM answers in a SQLite file (WAL mode, safe to kill at any time)."""
 
@@ -96,6 +121,9 @@ class ExplanationStore:
         except (OSError, sqlite3.Error) as e:
             raise UsageError(f"cannot open explanation store {self.path}: {e}") from None
         try:
+            # Refuse a newer store or another program's database before anything writes to it:
+            # switching to WAL rewrites the file's header.
+            _check_schema(self._db, self.path)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._migrate()
         except sqlite3.Error as e:  # e.g. "file is not a database"
@@ -104,6 +132,26 @@ class ExplanationStore:
         except UsageError:
             self._db.close()
             raise
+
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Refuse, without creating or changing anything, a store that `ExplanationStore(path)`
+        would refuse (a folder, not a store, a newer schema): cheap, before any model loads."""
+        path = Path(path)
+        if path.is_dir():
+            raise UsageError(f"explanation store {path} is a directory; give a file path")
+        if not path.is_file():
+            return  # a new store: created when first opened
+        try:
+            db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+        except (OSError, sqlite3.Error) as e:
+            raise UsageError(f"cannot open explanation store {path}: {e}") from None
+        try:
+            _check_schema(db, path)
+        except sqlite3.Error as e:
+            raise UsageError(f"cannot open explanation store {path}: {e}") from None
+        finally:
+            db.close()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -125,11 +173,7 @@ class ExplanationStore:
         """Bring the file to SCHEMA_VERSION; a file written by a newer version is refused."""
         with self._transaction() as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            version = row[0] or 0
-            if version > SCHEMA_VERSION:
-                raise UsageError(f"explanation store {self.path} has schema version {version}; this "
-                                 f"version of unlearn reads up to {SCHEMA_VERSION}: upgrade unlearn")
+            version = _schema_version(db, self.path)  # again: another process may have changed it
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[target]:
                     db.execute(statement)
@@ -180,9 +224,10 @@ class ExplanationStore:
 
     def put(self, model_fp: str, site: str, explainer: str, prompt_version: str, probe: str,
             items: Mapping[NeuronId, str], source: str = "explainer") -> None:
-        """Store one batch in one transaction (replacing older answers for the same neurons)."""
-        self._put(model_fp, site, explainer, prompt_version, probe,
-                  ((n, text, None) for n, text in items.items()), source)
+        """Store one batch in one transaction (replacing older answers for the same neurons).
+        An empty explanation is refused (ValueError): a later run would take it for an answer."""
+        rows = [(n, _explanation(text), None) for n, text in items.items()]
+        self._put(model_fp, site, explainer, prompt_version, probe, rows, source)
 
     def _put(self, model_fp: str, site: str, explainer: str, prompt_version: str, probe: str,
              rows: Iterable[tuple[NeuronId, str, float | None]], source: str) -> None:
@@ -192,8 +237,8 @@ class ExplanationStore:
                 "INSERT OR REPLACE INTO explanations (model_fingerprint, site, explainer, prompt_version,"
                 " probe, layer, neuron, explanation, score, source, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((model_fp, site, explainer, prompt_version, probe, n.layer, n.index, _text(text), score,
-                  source, created) for n, text, score in rows))
+                ((model_fp, site, explainer, prompt_version, probe, n.layer, n.index, _explanation(text),
+                  score, source, created) for n, text, score in rows))
 
     # -- other LLM answers ------------------------------------------------------------------
 
@@ -223,19 +268,58 @@ class ExplanationStore:
     # -- published explanations -------------------------------------------------------------
 
     def import_jsonl(self, path: str | Path, model_fp: str, site: str, explainer: str,
-                     prompt_version: str, probe: str) -> int:
+                     prompt_version: str, probe: str, shape: tuple[int, int] | None = None) -> int:
         """Import neuron-explainer explanation files (one file, or a `{layer}/{neuron}.jsonl` folder),
-        keeping each neuron's best-scored explanation. All of it is stored, or nothing. Returns the
+        keeping each neuron's best-scored explanation; with `shape` (layers, neurons per layer) a
+        neuron the site does not have is refused. All of it is stored, or nothing. Returns the
         number of neurons imported."""
-        path = Path(path)
-        best: dict[NeuronId, tuple[str, float | None]] = {}
-        for file, expected in _explanation_files(path):
-            for neuron, text, score in _read_explanation_file(file, expected):
-                if neuron not in best or _rank(score) > _rank(best[neuron][1]):
-                    best[neuron] = (text, score)
+        found = read_explanations(path)
+        if shape is not None:
+            check_neurons(found, shape)
+        self.put_imported(found, model_fp, site, explainer, prompt_version, probe, f"import:{path}")
+        return len(found)
+
+    def put_imported(self, found: Mapping[NeuronId, Imported], model_fp: str, site: str, explainer: str,
+                     prompt_version: str, probe: str, source: str) -> None:
+        """Store what `read_explanations` found, in one transaction."""
         self._put(model_fp, site, explainer, prompt_version, probe,
-                  ((n, text, score) for n, (text, score) in sorted(best.items())), f"import:{path}")
-        return len(best)
+                  ((n, e.text, e.score) for n, e in sorted(found.items())), source)
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A neuron's best published explanation, its score and where it was read (file:line)."""
+
+    text: str
+    score: float | None
+    where: str
+
+
+def read_explanations(path: str | Path) -> dict[NeuronId, Imported]:
+    """Each neuron's best-scored explanation in neuron-explainer files (one file, or a folder of
+    `{layer}/{neuron}.jsonl`). Bad input is a UsageError naming the file and line."""
+    path = Path(path)
+    best: dict[NeuronId, Imported] = {}
+    for file, expected in _explanation_files(path):
+        for number, (neuron, text, score) in _read_explanation_file(file, expected):
+            if neuron not in best or _rank(score) > _rank(best[neuron].score):
+                best[neuron] = Imported(text, score, f"{file}:{number}")
+    return best
+
+
+def check_neurons(found: Mapping[NeuronId, Imported], shape: tuple[int, int]) -> None:
+    """Refuse a neuron outside a site of `shape` (layers, neurons per layer), naming where it was read."""
+    layers, per_layer = shape
+    for neuron, imported in sorted(found.items()):
+        if neuron.layer >= layers or neuron.index >= per_layer:
+            raise UsageError(f"{imported.where}: neuron_id {neuron.layer}/{neuron.index} is not in the model's "
+                             f"site ({layers} layers of {per_layer} neurons, numbered from 0)")
+
+
+def _explanation(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"refusing to store an empty explanation ({value!r})")
+    return value
 
 
 def _text(value: object) -> str:
@@ -256,23 +340,25 @@ def _explanation_files(path: Path) -> list[tuple[Path, NeuronId | None]]:
     if not path.is_dir():
         raise UsageError(f"cannot read explanations from {path}: no such file or folder")
     found = [(f, NeuronId(int(f.parent.name), int(f.stem))) for f in path.glob("*/*.jsonl")
-             if f.parent.name.isdigit() and f.stem.isdigit()]
+             if _is_number(f.parent.name) and _is_number(f.stem)]
     if not found:
         raise UsageError(f"no neuron-explainer files ({{layer}}/{{neuron}}.jsonl) under {path}")
     return sorted(found, key=lambda item: item[1])
 
 
-def _read_explanation_file(file: Path,
-                           expected: NeuronId | None) -> Iterator[tuple[NeuronId, str, float | None]]:
-    """Each line's neuron, best explanation and its score. Bad lines are named by file and number."""
+Parsed = tuple[NeuronId, str, float | None]  # a neuron, its best explanation and that one's score
+
+
+def _read_explanation_file(file: Path, expected: NeuronId | None) -> Iterator[tuple[int, Parsed]]:
+    """Each line's number, neuron, best explanation and its score. Bad lines are named by file and number."""
     try:
         with file.open(encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
                 try:
-                    parsed = _parse_results(json.loads(line))
-                except (json.JSONDecodeError, ValueError) as e:
+                    parsed = _parse_results(loads_json(line))
+                except ValueError as e:  # also JSONDecodeError, and JSON nested too deeply
                     detail = f"not JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e)
                     raise UsageError(f"{file}:{number}: {detail}") from None
                 if parsed is None:
@@ -280,12 +366,14 @@ def _read_explanation_file(file: Path,
                 if expected is not None and parsed[0] != expected:
                     raise UsageError(f"{file}:{number}: neuron_id {parsed[0].layer}/{parsed[0].index} does "
                                      f"not match the file's path")
-                yield parsed
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read explanations from {file}: {e}") from None
+                yield number, parsed
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read explanations from {file}: not UTF-8 text") from None
+    except OSError as e:
+        raise UsageError(f"cannot read explanations from {file}: {e.strerror or e}") from None
 
 
-def _parse_results(obj: object) -> tuple[NeuronId, str, float | None] | None:
+def _parse_results(obj: object) -> Parsed | None:
     """One NeuronSimulationResults object -> (neuron, best explanation, its score); None if it has none."""
     if not isinstance(obj, dict):
         raise ValueError("expected a NeuronSimulationResults object")
@@ -304,6 +392,8 @@ def _parse_results(obj: object) -> tuple[NeuronId, str, float | None] | None:
         simulation = item.get("scored_simulation") if isinstance(item, dict) else None
         if not isinstance(text, str) or not isinstance(simulation, dict):
             raise ValueError(f"scored_explanations[{i}] needs an explanation and a scored_simulation")
+        if not text.strip():
+            continue  # a blank explanation says nothing: never stored
         score = simulation.get("ev_correlation_score")
         if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
             raise ValueError(f"scored_explanations[{i}].scored_simulation.ev_correlation_score is not a number")
@@ -315,3 +405,7 @@ def _parse_results(obj: object) -> tuple[NeuronId, str, float | None] | None:
 
 def _is_index(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(name: str) -> bool:
+    return name.isascii() and name.isdigit()  # '²'.isdigit() is True, but int('²') fails
