@@ -1,5 +1,7 @@
 """SNIP and the explanation baselines on tiny models, with a real store and the real embedder."""
 
+import sqlite3
+
 import pytest
 import torch
 from tiny import tiny_model, tiny_tokenizer
@@ -150,7 +152,6 @@ def test_bench_runs_snip_and_baselines_and_reuses_explanations(tiny_folder, text
 
 def test_explain_command_builds_reuses_and_imports(tiny_folder, text_corpora, tmp_path, capsys):
     import json
-    import sqlite3
 
     from unlearn_core.cli import main
 
@@ -432,9 +433,10 @@ def test_empty_answers_are_not_stored_and_are_asked_again(tmp_path):
     SometimesSilent.asked, SometimesSilent.silent = [], lambda n: True
     with pytest.raises(UsageError, match="gave no explanation for any of the 96 neurons"):
         KeywordScorer(options.model_copy(update={"explainer_options": {"top": 3}})).score(ctx)
-    with ExplanationStore(tmp_path / "e.sqlite") as s:
-        rows = s._db.execute("SELECT explainer, COUNT(*), MIN(LENGTH(TRIM(explanation))) FROM explanations"
-                             " GROUP BY explainer").fetchall()
+    db = sqlite3.connect(tmp_path / "e.sqlite")
+    rows = db.execute("SELECT explainer, COUNT(*), MIN(LENGTH(TRIM(explanation))) FROM explanations"
+                      " GROUP BY explainer").fetchall()
+    db.close()
     assert rows == [("silent", 48, rows[0][2])] and rows[0][2] > 0
 
 
@@ -507,8 +509,9 @@ def test_explain_with_credentials_keeps_them_out_of_the_store_and_output(tiny_fo
     files = [p for p in tmp_path.iterdir() if p.name.startswith("e.sqlite")]
     written = b"".join(p.read_bytes() for p in files) + out.encode()
     assert [s for s in forms if s.encode() in written] == []
-    with ExplanationStore(store) as s:
-        (key,) = {k for (k,) in s._db.execute("SELECT DISTINCT explainer FROM explanations")}
+    db = sqlite3.connect(store)
+    (key,) = {k for (k,) in db.execute("SELECT DISTINCT explainer FROM explanations")}
+    db.close()
     assert key == f'openai:{{"base_url": "{server.base_url}?api_key=***", "model": "gpt-4o"}}'
 
 

@@ -101,9 +101,27 @@ def test_bad_database_paths(tmp_path):
     assert "not a database" in _one_line_usage_error(e)
 
 
+def test_a_new_store_is_created_by_its_first_write(tmp_path):
+    """A run that fails before it has anything to store leaves no file."""
+    path = tmp_path / "new" / "store.sqlite"
+    with ExplanationStore(path) as store:
+        assert store.get(*KEY, [NeuronId(0, 0)]) == {}
+        assert store.missing(*KEY, [NeuronId(0, 0)]) == [NeuronId(0, 0)]
+        assert store.count(*KEY) == 0 and store.get_cached("concepts", "k") is None
+        assert store.get_cached_many("rating", ["a"]) == {}
+    assert not (tmp_path / "new").exists()
+    with ExplanationStore(path) as store:
+        with ExplanationStore(path) as other:  # created by another process meanwhile: seen
+            other.put(*KEY, {NeuronId(0, 0): "commas"})
+        assert store.get(*KEY, [NeuronId(0, 0)]) == {NeuronId(0, 0): "commas"}
+        store.put_cached("concepts", "k", "[]")
+    assert path.is_file()
+
+
 def test_newer_schema_is_refused(tmp_path):
     path = tmp_path / "store.sqlite"
-    ExplanationStore(path).close()
+    with ExplanationStore(path) as store:
+        store.put_cached("concepts", "k", "[]")
     db = sqlite3.connect(path)
     db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     db.commit()
@@ -151,7 +169,8 @@ def test_a_refused_file_is_left_exactly_as_it_was(tmp_path, make, said):
 def test_check_creates_nothing_and_passes_a_store(tmp_path):
     ExplanationStore.check(tmp_path / "new" / "store.sqlite")
     assert list(tmp_path.iterdir()) == []
-    ExplanationStore(tmp_path / "store.sqlite").close()
+    with ExplanationStore(tmp_path / "store.sqlite") as store:
+        store.put_cached("concepts", "k", "[]")
     ExplanationStore.check(tmp_path / "store.sqlite")
     with pytest.raises(UsageError, match="is a directory"):
         ExplanationStore.check(tmp_path)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -95,6 +96,17 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
                          f"{', '.join(sorted(tables)[:5])}); choose another store file")
 
 
+def _check_creatable(path: Path) -> None:
+    """A store file can be created at `path`: its nearest existing ancestor is a writable folder."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot open explanation store {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot open explanation store {path}: {folder} is not writable")
+
+
 def _schema_version(db: sqlite3.Connection, path: Path) -> int:
     """The store's schema version (0 for a new file); a newer or malformed one is refused."""
     (version,) = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
@@ -109,63 +121,81 @@ def _schema_version(db: sqlite3.Connection, path: Path) -> int:
 
 
 class ExplanationStore:
-    """Explanations and cached LLM answers in a SQLite file (WAL mode, safe to kill at any time)."""
+    """Explanations and cached LLM answers in a SQLite file (WAL mode, safe to kill at any time).
+    A new store's file is created by its first write, so a run that fails before it has anything
+    to store leaves no file behind."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if self.path.is_dir():
-            raise UsageError(f"explanation store {self.path} is a directory; give a file path")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
-            raise UsageError(f"cannot open explanation store {self.path}: {e}") from None
-        try:
-            # Refuse a newer store or another program's database before anything writes to it:
-            # switching to WAL rewrites the file's header.
-            _check_schema(self._db, self.path)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._migrate()
-        except sqlite3.Error as e:  # e.g. "file is not a database"
-            self._db.close()
-            raise UsageError(f"cannot open explanation store {self.path}: {e}") from None
-        except UsageError:
-            self._db.close()
-            raise
+        self._db: sqlite3.Connection | None = None
+        ExplanationStore.check(self.path)
+        if self.path.exists():
+            self._connect()
 
     @staticmethod
     def check(path: str | Path) -> None:
         """Refuse, without creating or changing anything, a store that `ExplanationStore(path)`
-        would refuse (a folder, not a store, a newer schema): cheap, before any model loads."""
+        would refuse (a folder, not a store, a newer schema, a place no file can be created):
+        cheap, before any model loads."""
         path = Path(path)
         if path.is_dir():
             raise UsageError(f"explanation store {path} is a directory; give a file path")
-        if not path.is_file():
-            return  # a new store: created when first opened
+        if not path.exists():
+            _check_creatable(path)
+            return
         try:
             db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
         except (OSError, sqlite3.Error) as e:
             raise UsageError(f"cannot open explanation store {path}: {e}") from None
         try:
             _check_schema(db, path)
-        except sqlite3.Error as e:
+        except sqlite3.Error as e:  # e.g. "file is not a database"
             raise UsageError(f"cannot open explanation store {path}: {e}") from None
         finally:
             db.close()
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    def _connect(self) -> sqlite3.Connection:
+        """The open database, opened (and created, when new) on first use."""
+        if self._db is not None:
+            return self._db
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise UsageError(f"cannot open explanation store {self.path}: {e}") from None
+        try:
+            # Refuse a newer store or another program's database before anything writes to it:
+            # switching to WAL rewrites the file's header.
+            _check_schema(db, self.path)
+            db.execute("PRAGMA journal_mode=WAL")
+            self._db = db
+            self._migrate()
+        except (sqlite3.Error, UsageError) as e:
+            self._db = None
+            db.close()
+            if isinstance(e, UsageError):
+                raise
+            raise UsageError(f"cannot open explanation store {self.path}: {e}") from None
+        return db
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """The database to read; None while no file exists (there is nothing to read)."""
+        return self._connect() if self._db is not None or self.path.exists() else None
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it is kept, or none of it (also when the process dies)."""
+        db = self._connect()
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
         except sqlite3.OperationalError as e:  # locked, read-only, disk full: the user can fix these
             raise UsageError(f"cannot write explanation store {self.path}: {e}") from None
 
@@ -181,7 +211,9 @@ class ExplanationStore:
                 db.execute("INSERT INTO schema_version VALUES (?)", (target,))
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> ExplanationStore:
         return self
@@ -194,7 +226,10 @@ class ExplanationStore:
     def _rows(self, model_fp: str, site: str, explainer: str,
               prompt_version: str, probe: str) -> dict[NeuronId, tuple[str, float | None]]:
         """Every stored (explanation, score) under one key; one indexed range scan."""
-        rows = self._db.execute(f"SELECT layer, neuron, explanation, score FROM explanations WHERE {_KEY}",
+        db = self._reader()
+        if db is None:
+            return {}
+        rows = db.execute(f"SELECT layer, neuron, explanation, score FROM explanations WHERE {_KEY}",
                                 (model_fp, site, explainer, prompt_version, probe))
         return {NeuronId(layer, neuron): (text, score) for layer, neuron, text, score in rows}
 
@@ -218,7 +253,10 @@ class ExplanationStore:
 
     def count(self, model_fp: str, site: str, explainer: str, prompt_version: str, probe: str) -> int:
         """How many explanations are stored under this key."""
-        (n,) = self._db.execute(f"SELECT COUNT(*) FROM explanations WHERE {_KEY}",
+        db = self._reader()
+        if db is None:
+            return 0
+        (n,) = db.execute(f"SELECT COUNT(*) FROM explanations WHERE {_KEY}",
                                 (model_fp, site, explainer, prompt_version, probe)).fetchone()
         return int(n)
 
@@ -245,7 +283,10 @@ class ExplanationStore:
     def get_cached_many(self, kind: str, keys: Iterable[str]) -> dict[str, str]:
         """The cached answers among `keys` (e.g. one rating per explanation)."""
         wanted = set(keys)
-        rows = self._db.execute("SELECT key, value FROM cache WHERE kind = ?", (kind,))
+        db = self._reader()
+        if db is None:
+            return {}
+        rows = db.execute("SELECT key, value FROM cache WHERE kind = ?", (kind,))
         return {k: str(v) for k, v in rows if k in wanted}
 
     def put_cached_many(self, kind: str, items: Mapping[str, str]) -> None:
@@ -257,7 +298,9 @@ class ExplanationStore:
 
     def get_cached(self, kind: str, key: str) -> str | None:
         """A cached answer (e.g. a dataset's concept list as JSON text), or None."""
-        row = self._db.execute("SELECT value FROM cache WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+        db = self._reader()
+        row = None if db is None else db.execute("SELECT value FROM cache WHERE kind = ? AND key = ?",
+                                                 (kind, key)).fetchone()
         return None if row is None else str(row[0])
 
     def put_cached(self, kind: str, key: str, value: str) -> None:
