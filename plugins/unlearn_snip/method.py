@@ -64,7 +64,7 @@ class ExplanationOptions(BaseModel):
     explainer: str = "tokens"
     explainer_options: dict[str, Any] = Field(default_factory=dict)
     store: str = Field(str(DEFAULT_STORE), min_length=1)
-    records: int = Field(5, ge=1, description="top-activating contexts kept per neuron")
+    records: int = Field(5, ge=1, le=100, description="top-activating contexts kept per neuron")
     context: int = Field(64, ge=4, description="tokens per probe window")
     probe: Literal["mix", "forget", "retain"] = "mix"
     max_neurons: int | None = Field(None, ge=1, description="explain only this many candidates")
@@ -97,8 +97,8 @@ Components = Mapping[str, Mapping[str, ComponentSpec]]
 
 def check_components(options: BaseModel, components: Components, method: str | None = None) -> None:
     """Unknown explainer or embedder names, bad options, a missing key or a store this version
-    cannot use fail before models load. Messages name the option as `-O METHOD.KEY` does (as
-    `unlearn explain -O KEY` does when `method` is None)."""
+    cannot use fail before models load. A bad option is named as `-O METHOD.KIND_options.KEY`
+    (as `-O KEY` of `unlearn explain` when `method` is None)."""
     ExplanationStore.check(store_path(options))
     chosen = [("explainer", options.explainer, options.explainer_options)]
     if hasattr(options, "embedder"):
@@ -116,7 +116,7 @@ def check_components(options: BaseModel, components: Components, method: str | N
                 option = ".".join(part for part in (method, f"{kind}_options", e.option) if part)
             else:
                 option = f"-O {e.option}" if e.option else "-O"
-            raise UsageError(f"bad option {option}: {e.message}") from None
+            raise UsageError(f"bad options for {kind} '{name}': {option}: {e.message}") from None
 
 
 def component_check(method: str) -> Callable[[BaseModel, Components], None]:
@@ -141,7 +141,7 @@ def accepts(factory: Callable[..., Any], kind: str, name: str) -> Callable[..., 
             if param is None or param.kind in (param.POSITIONAL_ONLY, param.VAR_POSITIONAL):
                 if open_ended:
                     continue
-                raise OptionError(key, f"{kind} '{name}' has no option '{key}'; it takes: {takes}")
+                raise OptionError(key, f"no such option; it takes: {takes}")
             if param.annotation is param.empty or isinstance(param.annotation, str):
                 continue
             try:
@@ -151,7 +151,7 @@ def accepts(factory: Callable[..., Any], kind: str, name: str) -> Callable[..., 
             try:
                 adapter.validate_python(value, strict=True)
             except ValidationError as e:  # its msg never holds the value, which may be a secret
-                raise OptionError(key, f"{e.errors()[0]['msg']} ({kind} '{name}')") from None
+                raise OptionError(key, e.errors()[0]["msg"]) from None
 
     return check
 

@@ -146,6 +146,8 @@ def with_retries(call: Callable[[], T], *, url: str, secrets: Iterable[str] = ()
             last = "timed out"
         except openai.APIConnectionError:
             last = "connection failed"
+        except openai.APIError as e:  # any other failure of the client: one line, masked
+            raise UsageError(f"the API at {url} failed: {_one_line(str(e), secrets)}") from None
         if attempt + 1 < attempts:
             delay = min(max_backoff, backoff * 2.0 ** min(attempt, 60)) * random.uniform(0.5, 1.5)
             sleep(max(delay, min(wait or 0.0, max_backoff)))
