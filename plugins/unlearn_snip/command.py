@@ -26,7 +26,6 @@ from unlearn_core import (
     resolve_site,
 )
 from unlearn_core.records import loads_json
-from unlearn_core.redact import redact_text
 
 from .method import DEFAULT_STORE, ExplainedNeurons, ExplanationOptions, check_components, store_path
 from .prompts import PROMPT_VERSION
@@ -60,8 +59,9 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for text in pairs:
         key, eq, raw = text.partition("=")
-        if not eq or not key:
-            raise UsageError(f"--option expects KEY=VALUE, got '{redact_text(text)}'")
+        if not eq or not key:  # the argument is not echoed: it may be a key pasted on its own
+            raise UsageError("--option expects KEY=VALUE (e.g. -O model=gpt-4o), got "
+                             + ("an empty KEY" if eq else "no '='"))
         try:
             out[key] = loads_json(raw)
         except json.JSONDecodeError:

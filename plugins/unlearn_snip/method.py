@@ -202,6 +202,7 @@ class ExplainedNeurons:
         self.scores: Tensor | None = None
         self.details: dict[str, Any] = {}
         self.concept_list: list[str] = []  # filled by explanations()
+        self._built: Any = None  # the explainer, built once (the local one loads a model)
 
     def prepare(self, ctx: PruneContext) -> None:
         """Explain and score on the unpruned model, once (the bench calls this before step 1)."""
@@ -216,7 +217,10 @@ class ExplainedNeurons:
         return self.details
 
     def _explainer(self, ctx: PruneContext):
-        return build_component(ctx, "explainer", self.options.explainer, self.options.explainer_options)
+        o = self.options
+        if self._built is None:
+            self._built = build_component(ctx, "explainer", o.explainer, o.explainer_options)
+        return self._built
 
     def probe_windows(self, ctx: PruneContext) -> Tensor:
         """Probe windows of `context` tokens cut from the statistics windows (without the BOS, which

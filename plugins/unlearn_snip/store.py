@@ -25,7 +25,13 @@ explanation built from one text is never reused as if it came from another.
 
 either in one .jsonl file or in a folder of `{layer}/{neuron}.jsonl` files (how the published
 `explanations/` folder is laid out). The explanation with the highest `ev_correlation_score` (the
-score neuron-explainer prefers) is kept per neuron, together with that score.
+score neuron-explainer prefers) is kept per neuron, together with that score; blank explanations
+are skipped. `read_explanations` reads them (before any model loads), `check_neurons` checks
+their ids against a site, `put_imported` stores all of them or none.
+
+The store never holds an empty explanation (a later run would take it for an answer), creates its
+file with the first write, and refuses a file that is not a store, or a newer store, before
+writing anything to it.
 """
 
 from __future__ import annotations
