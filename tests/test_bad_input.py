@@ -144,6 +144,8 @@ CASES: list[Case] = [
     Case("bench", ("bench", "--method", ",", "--quiet"), "name at least one method"),
     Case("bench", run("-O", "random.nope=1"), "bad option random.nope"),
     Case("bench", run("-O", "random=1"), "expects METHOD.KEY=VALUE"),
+    Case("bench", run("-O", SECRET), "expects METHOD.KEY=VALUE"),  # a key pasted alone: not echoed
+    Case("bench", run("-O", "random.x=" + "[" * 100_000), "nested too deeply"),
     Case("bench", run("--reference", "random.selectivity=[1]"), "bad value for --reference random.selectivity"),
     Case("bench", run("--reference", "nope.selectivity=1"), "references given for 'nope'"),
     Case("bench", run("--count", "1000"), "more than the site's 96"),

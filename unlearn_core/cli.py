@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from .config import PRESETS, BenchConfig
 from .errors import MethodFailed, PluginFailed, UsageError, did_you_mean, one_line, unknown_name
 from .models import DEFAULT_MODEL, EMBEDDED_MODELS
+from .records import loads_json
 from .redact import redact_text
 
 
@@ -51,12 +52,15 @@ def _option(text: str, flag: str = "--option") -> tuple[str, str, object]:
     """'method.key=value' -> (method, key, value); the value is JSON when it parses, else a string."""
     head, eq, raw = text.partition("=")
     method, dot, key = head.partition(".")
-    if not (eq and dot and method and key):
-        raise UsageError(f"{flag} expects METHOD.KEY=VALUE, got '{text}'")
+    if not (eq and dot and method and key):  # not echoed: a key pasted alone would be printed
+        raise UsageError(f"{flag} expects METHOD.KEY=VALUE (e.g. selective.importance=abs), got "
+                         f"{len(text)} characters without that form")
     try:
-        value = json.loads(raw)
+        value = loads_json(raw)
     except json.JSONDecodeError:
         value = raw
+    except ValueError as e:  # nested too deeply
+        raise UsageError(f"{flag} {head}: {e}") from None
     return method, key, value
 
 
