@@ -17,14 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from unlearn_core.cli import main
 from unlearn_core.errors import UsageError
 from unlearn_core.evaluate import TokenMetrics
 from unlearn_core.leaderboard import leaderboard
 from unlearn_core.leaderboard_report import main_leaderboard, render_csv, render_html, render_md
 from unlearn_core.metrics import summarise
-from unlearn_core.plots import plot_runs
+from unlearn_core.plots import plot_runs, series_label
 from unlearn_core.protocol import Protocol
 from unlearn_core.records import EvaluationInfo, Figure, RunRecord, StepRecord
+from unlearn_core.table import curves_table, summary_table
 
 # Relative top-1 drops per step (step 0 = 0), shaped like the real smollm2 python/shakespeare runs.
 SELECTIVE = ([0, .25, .583, .777, .831, .862], [0, .02, .115, .296, .376, .399])
@@ -439,3 +441,257 @@ def test_html_in_a_real_browser(tmp_path):
     head, *rows = next(t for t in dom.tables if len(t) == 4)
     assert [r[0] for r in rows] == ["selective", "keyword", "random"]  # the DOM after the last click
     assert rows[0][3] == f"{make().summary.selectivity:.1f}"
+
+
+# ---------------------------------------------------------------- hostile and careless input
+
+def skipped_reasons(err: str) -> dict[str, str]:
+    """stderr's 'unlearn: skipped PATH: REASON' lines, by file name."""
+    prefix = "unlearn: skipped "
+    lines = [ln.removeprefix(prefix).split(": ", 1) for ln in err.splitlines() if ln.startswith(prefix)]
+    return {Path(path).name: reason for path, reason in lines}
+
+
+def test_deeply_nested_or_huge_json_is_skipped_and_the_rest_ranked(tmp_path, capsys):
+    three_methods(tmp_path)
+    (tmp_path / "deep.json").write_text("[" * 200_000)
+    raw = make("selective", seed=1).model_dump(mode="json") | {"options": {"x": "DEEP"}}
+    (tmp_path / "deep-options.json").write_text(json.dumps(raw).replace('"DEEP"', "[" * 500 + "]" * 500))
+    (tmp_path / "digits.json").write_text('{"method": "x", "steps": ' + "1" * 5000 + "}")
+    assert main_leaderboard([str(tmp_path)], "md") == 0
+    out, err = capsys.readouterr()
+    reasons = skipped_reasons(err)
+    assert set(reasons) == {"deep.json", "deep-options.json", "digits.json"}, err
+    assert "nested too deeply" in reasons["deep.json"]
+    assert "nested more than" in reasons["deep-options.json"]
+    assert "not usable JSON" in reasons["digits.json"]
+    assert [r["method"] for r in table(out)] == ["selective", "keyword", "random"]
+
+
+@pytest.mark.parametrize("version", ["2", True, False, 0, -1, 2.0])
+def test_schema_version_that_is_not_a_whole_number_from_1_is_not_ranked(tmp_path, capsys, version):
+    save(tmp_path, make("selective"))
+    save(tmp_path, make("random", 0, RANDOM[0]), name="odd.json", schema_version=version)
+    assert main_leaderboard([str(tmp_path)], "md") == 0
+    out, err = capsys.readouterr()
+    assert "schema_version must be a whole number" in skipped_reasons(err)["odd.json"], err
+    assert [r["method"] for r in table(out)] == ["selective"]
+
+
+def test_out_never_overwrites_an_input(tmp_path, capsys):
+    three_methods(tmp_path / "res")
+    record = next((tmp_path / "res").glob("random-*.json"))
+    direct = save(tmp_path / "elsewhere", make("selective", seed=7), name="run.txt")
+    (tmp_path / "link.md").symlink_to(record)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    cases = [([tmp_path / "res"], record), ([tmp_path / "res"], tmp_path / "link.md"),
+             ([tmp_path / "res"], tmp_path / "res" / "new.json"),
+             ([tmp_path / "res"], tmp_path / "res" / "sub" / "board.JSON"),
+             ([tmp_path / "res", direct], direct)]
+    for dirs, out in cases:
+        with pytest.raises(UsageError, match="input"):
+            main_leaderboard([str(d) for d in dirs], out=str(out))
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "res" / "sub").exists()
+    main_leaderboard([str(tmp_path / "res")], out=str(tmp_path / "res" / "board.md"))  # not a *.json: fine
+    assert (tmp_path / "res" / "board.md").read_text().startswith("## ")
+    capsys.readouterr()  # the CLI: one line, exit status 2
+    assert main(["leaderboard", str(tmp_path / "res"), "--out", str(record)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unlearn: error: ") and err.count("\n") == 1 and "input" in err
+    assert record.read_bytes() == before[record]
+
+
+def test_out_that_cannot_be_written(tmp_path):
+    save(tmp_path / "res", make())
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(UsageError, match="is a folder"):
+        main_leaderboard([str(tmp_path / "res")], out=str(tmp_path))
+    with pytest.raises(UsageError, match=re.escape(f"{tmp_path / 'afile'} is not a folder")):
+        main_leaderboard([str(tmp_path / "res")], out=str(tmp_path / "afile" / "deeper" / "board.md"))
+    if os.geteuid() == 0:  # root writes anywhere a permission allows: take a folder no one can write
+        unwritable = Path("/proc")
+    else:
+        unwritable = tmp_path / "ro"
+        unwritable.mkdir(mode=0o555)
+    with pytest.raises(UsageError, match="cannot write --out"):
+        main_leaderboard([str(tmp_path / "res")], out=str(unwritable / "board.md"))
+    if hasattr(os, "mkfifo"):  # not a regular file: never replaced
+        os.mkfifo(tmp_path / "pipe.md")
+        with pytest.raises(UsageError, match="not a regular file"):
+            main_leaderboard([str(tmp_path / "res")], out=str(tmp_path / "pipe.md"))
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+HOSTILE = '=HYPERLINK("http://x","y")'
+
+
+def test_csv_cells_are_never_formulas_and_numbers_stay_numbers(tmp_path):
+    hostile = make(HOSTILE, 0, RANDOM[0], options={"=cmd": "-2+3"}, seconds=-9.0)  # selectivity < 0 too
+    hostile.model.spec = "-model"
+    save(tmp_path, hostile, reference={"source": "@SUM(1+1)"})
+    tab = make("\tplain", 1, RANDOM[1], options={})
+    tab.plugin.package, tab.model.spec = "+pkg", "-model"
+    save(tmp_path, tab)
+    groups, _ = leaderboard([tmp_path])
+    rows = list(csv.reader(io.StringIO(render_csv(groups))))
+    head, body = rows[0], rows[1:]
+    for row in body:
+        for key in ("protocol", "method", "plugin", "options", "seeds", "reference_source"):
+            assert row[head.index(key)][:1] not in ("=", "+", "-", "@", "\t", "\r"), (key, row)
+    by_method = {r[head.index("method")]: dict(zip(head, r, strict=True)) for r in body}
+    assert set(by_method) == {"'" + HOSTILE, "'\tplain"}
+    first = by_method["'" + HOSTILE]
+    assert first["options"] == "'=cmd=-2+3" and first["reference_source"] == "'@SUM(1+1)"
+    assert first["protocol"].startswith("'-model [8db8820a]")
+    assert first["time"] == "-9" and float(first["selectivity"]) < 0  # numbers: not neutralised
+    assert first["selectivity"] == f"{make('random', 0, RANDOM[0]).summary.selectivity:.6g}"
+    assert by_method["'\tplain"]["plugin"] == "'+pkg 0.1.0"
+
+
+def test_markdown_cells_are_inert(tmp_path):
+    name = "a|b\\|c <img src=x onerror=alert(1)> [click](http://evil) ![i](http://evil/i.png) `code`\nnext"
+    save(tmp_path, make(name, options={"note": "<script>alert(1)</script>|x"}, forget="py|thon\r\n## heading"))
+    save(tmp_path, make("random", 0, RANDOM[0], forget="py|thon\r\n## heading"))
+    groups, _ = leaderboard([tmp_path])
+    md = render_md(groups)
+    unescaped = md.replace("\\\\", "")  # what is left of an escaped backslash is text
+    assert not re.search(r"(?<!\\)[<>\[\]`]", unescaped), md  # no HTML, link, image or code span
+    assert "\\<img src=x" in md and "\\[click\\](http://evil)" in md
+    lines = md.splitlines()
+    assert lines[0].startswith("## ") and lines[1] == "" and len(lines) == 6  # heading, table of 2 rows
+    cells = lambda line: re.split(r"(?<!\\)\|", line.replace("\\\\", ""))[1:-1]  # noqa: E731
+    assert len({len(cells(ln)) for ln in lines[2:]}) == 1
+    assert "next" in lines[4] or "next" in lines[5]
+
+
+def test_html_escapes_what_records_declare(tmp_path):
+    evil = 'e"><script>alert(1)</script>'
+    record = make()
+    record.evaluations = {evil: EvaluationInfo(figures=[Figure(key='k"><b>', title="<b>bold</b> $^{$")])}
+    for step in record.steps:
+        step.evaluations = {evil: {'k"><b>': 0.5}}
+    save(tmp_path, record)
+    groups, _ = leaderboard([tmp_path])
+    page = render_html(groups, [])
+    assert "<script>alert" not in page and "<b>" not in page
+    assert "&lt;script&gt;alert(1)" in page
+    assert page.count('src="data:image/png;base64,') == 4  # the evaluation's plot too, '$' and all
+    md = render_md(groups)
+    assert "<b>" not in md and "\\<b\\>bold" in md
+
+
+def test_labels_with_mathtext_syntax_are_plotted(tmp_path):
+    figure = Figure(key="rate", title="cost $^{$ \\frac{", unit="$")
+    records = [make("a$b"), make("x$^{$", 0, RANDOM[0], options={"k": "$\\frac{$"}),
+               make("x$^{$", 1, RANDOM[1], options={"k": "$x$"}), make("_under", drops=KEYWORD),
+               make("x$^{", 2, RANDOM[2])]
+    for r in records:
+        r.evaluations = {"ev$": EvaluationInfo(figures=[figure])}
+        for step in r.steps:
+            step.evaluations = {"ev$": {"rate": 0.1 * step.step}}
+    paths = plot_runs(records, tmp_path / "plots")
+    assert len(paths) == 4 and all(png_size(p.read_bytes()) == (640, 480) for p in paths)
+    assert all(p.parent == tmp_path / "plots" for p in paths)
+
+
+def test_plot_file_names_stay_in_their_folder(tmp_path):
+    record = make()
+    record.evaluations = {"../../evil": EvaluationInfo(figures=[Figure(key="../x/y", title="t")])}
+    for step in record.steps:
+        step.evaluations = {"../../evil": {"..": {"x": 0.2}}}
+    paths = plot_runs([record], tmp_path / "plots")
+    assert sorted(p.parent for p in paths) == [tmp_path / "plots"] * 4
+    assert sorted(os.listdir(tmp_path)) == ["plots"]
+
+
+def test_non_finite_numbers_do_not_break_tables_or_plots(tmp_path):
+    broken = make("selective", 1)
+    broken.steps[2].forget.top1 = math.inf
+    broken.steps[3].retain.perplexity = math.nan
+    broken.summary = None
+    save(tmp_path, make("selective"))
+    save(tmp_path, broken)
+    save(tmp_path, make("random", 0, RANDOM[0], seconds=1e308))
+    save(tmp_path, make("random", 1, RANDOM[1], seconds=1e308))
+    groups, skipped = leaderboard([tmp_path])
+    assert not skipped
+    page = render_html(groups, [])
+    assert page.count('src="data:image/png;base64,') == 3
+    assert render_md(groups) and render_csv(groups)
+
+
+CANARY = "sk-canary-lb-5Zq1"
+
+
+def test_secrets_in_old_records_are_never_shown(tmp_path, capsys):
+    leaky = make("snip", options={"explainer": "openai", "explainer_options": {
+        "api_key": CANARY, "base_url": f"http://user:{CANARY}@127.0.0.1:9/v1"}},
+        forget=f"jsonl:https://u:{CANARY}@host/data.jsonl")
+    leaky.config.options = {"snip": {"explainer_options": {"api_key": CANARY}}}
+    leaky.model.spec = f"https://me:{CANARY}@host/model"
+    save(tmp_path, leaky, reference={"source": f"https://u:{CANARY}@host/paper", "selectivity": 1.0})
+    other = make("snip", 1, options={"explainer": "openai", "explainer_options": {
+        "api_key": "sk-other", "base_url": "http://user:sk-other@127.0.0.1:9/v1"}},
+        forget=f"jsonl:https://u:{CANARY}@host/data.jsonl")
+    other.model.spec = leaky.model.spec
+    save(tmp_path, other)
+    bad = make("random").model_dump(mode="json")
+    bad["config"]["device"] = f"http://u:{CANARY}@x"
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    outputs = []
+    for fmt in ("md", "csv", "html"):
+        assert main_leaderboard([str(tmp_path)], fmt) == 0
+        outputs += capsys.readouterr()
+    main_leaderboard([str(tmp_path)], out=str(tmp_path / "board.html"))
+    outputs += [*capsys.readouterr(), (tmp_path / "board.html").read_text()]
+    groups, skipped = leaderboard([tmp_path])
+    outputs += [series_label(r.record, True) for g in groups for r in g.runs]
+    outputs += [g.title for g in groups] + [reason for _, reason in skipped]
+    assert all(CANARY not in text and "sk-other" not in text for text in outputs)
+    assert "api_key" in outputs[0] and "***" in outputs[0]
+    assert [len(r.runs) for r in groups[0].rows] == [2]  # runs that differ only in a key share a row
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    three_methods(tmp_path / "res")
+    old = os.umask(0o022)
+    try:
+        main_leaderboard([str(tmp_path / "res")], out=str(tmp_path / "board.html"))
+        paths = plot_runs([make()], tmp_path / "plots")
+    finally:
+        os.umask(old)
+    for p in [tmp_path / "board.html", *paths]:
+        assert p.stat().st_mode & 0o777 == 0o644, p
+
+
+def test_folders_named_twice_or_nested_count_each_file_once(tmp_path, capsys):
+    three_methods(tmp_path / "res")
+    save(tmp_path / "res" / "sub", make("selective", seed=1))
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "res" / "pipe.json")  # never opened: reading it would block
+    (tmp_path / "res" / "loop.json").symlink_to("loop.json")
+    (tmp_path / "res" / "sub" / "up").symlink_to("..")
+    (tmp_path / "res" / "folder.json").mkdir()
+    res = str(tmp_path / "res")
+    assert main_leaderboard([res, res, str(tmp_path / "res" / "sub")], "md") == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert next(r for r in table(out) if r["method"] == "selective")["runs"] == "2 (seeds 0, 1)"
+    if hasattr(os, "mkfifo"):
+        with pytest.raises(UsageError, match="not a folder or a regular file"):
+            main_leaderboard([str(tmp_path / "res" / "pipe.json")])
+
+
+def test_bench_tables_escape_names_and_figure_titles():
+    figure = Figure(key="rate", title="rate|odd\n<b>", unit="%")
+    records = [make("a|b"), make("c<d>`e`", 0, RANDOM[0])]
+    for r in records:
+        r.evaluations = {"ev": EvaluationInfo(figures=[figure])}
+        for step in r.steps:
+            step.evaluations = {"ev": {"rate": 0.5}}
+    for md in (summary_table(records), curves_table(records)):
+        lines = md.splitlines()
+        cells = {len(re.split(r"(?<!\\)\|", ln.replace("\\\\", ""))) for ln in lines}
+        assert len(cells) == 1, md
+        assert "<b>" not in md and "<d>" not in md and "`e`" not in md

@@ -9,13 +9,14 @@ differ only in their seed share a row (mean, ± std for selectivity, and the num
 that are not run records are reported by name and skipped; nothing is ever written to, moved or
 deleted from a results folder. Columns come from the records: the fixed top-1 ones, and a base and
 a final column for every figure an evaluation declares (`EvaluationSpec.figures`), with its
-direction.
+direction. Text shown from a record (method, options, corpus and model specs, sources) has its
+secrets redacted here (redact.py): records written by older versions may still hold keys.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from pydantic import ValidationError
 from .errors import UsageError, unknown_name
 from .metrics import summarise
 from .protocol import Protocol, canonical
-from .records import Figure, RunRecord, declared_figures, parse_record
+from .records import Figure, RunRecord, declared_figures, loads_json, parse_record
+from .redact import redact, redact_text
 
 FORMATS = ("md", "html", "csv")
+MAX_DEPTH = 64  # records nest about 6 levels; deeper JSON would exhaust Python's stack later on
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[tuple[Path, str]
     runs: list[Run] = []
     skipped: list[tuple[Path, str]] = []
     seen: dict[tuple, Path] = {}
-    for path in _json_files(paths):
+    for path in input_files(paths):
         run, reason = _read(path)
         if run is not None:
             r = run.record
@@ -133,54 +136,90 @@ def load_runs(paths: list[str | Path]) -> tuple[list[Run], list[tuple[Path, str]
     return runs, skipped
 
 
-def _json_files(paths: list[str | Path]) -> list[Path]:
+def input_files(paths: list[str | Path]) -> list[Path]:
+    """The files the leaderboard reads: those named, and every *.json under the folders named,
+    each once (a folder named twice, or inside another, is read once)."""
     if not paths:
         raise UsageError("name at least one results folder")
-    files: list[Path] = []
+    files: dict[Path, Path] = {}  # resolved -> as found
     for p in map(Path, paths):
-        if p.is_file():
-            files.append(p)
-        elif p.is_dir():
-            files += sorted(f for f in p.rglob("*.json") if f.is_file())
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*.json") if f.is_file())  # is_file: no FIFO, no loop
+        elif p.is_file():
+            found = [p]
+        elif p.exists() or p.is_symlink():
+            raise UsageError(f"not a folder or a regular file: {p}")
         else:
             raise UsageError(f"no such folder: {p}")
+        for f in found:
+            files.setdefault(resolved(f), f)
     if not files:
         raise UsageError(f"no run records (*.json) under {', '.join(map(str, paths))}")
-    return files
+    return list(files.values())
+
+
+def resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return path.absolute()
 
 
 def _read(path: Path) -> tuple[Run | None, str]:
     try:
-        text = path.read_bytes().decode("utf-8")
-        raw = json.loads(text)
+        data = path.read_bytes()
     except OSError as e:
         return None, f"cannot read: {e.strerror or e}"
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark is still UTF-8
     except UnicodeDecodeError:
         return None, "not a text file (not UTF-8)"
+    if not text.strip():
+        return None, "empty file"
+    try:
+        raw = loads_json(text)
     except json.JSONDecodeError as e:
-        if not text.strip():
-            return None, "empty file"
         at_end = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")  # ran out of text
         cut = "truncated JSON" if at_end else "not JSON"
         return None, f"{cut} ({e.msg} at line {e.lineno} column {e.colno})"
+    except ValueError as e:  # nested too deeply, or an integer of more than 4,300 digits
+        return None, f"not usable JSON ({str(e).split(':')[0]})"
     if not isinstance(raw, dict) or "method" not in raw or "steps" not in raw:
         kind = {dict: "object", list: "array", str: "string"}.get(type(raw), "value")
         return None, f"not a run record (a JSON {kind} without 'method' and 'steps')"
+    if _depth(raw) > MAX_DEPTH:
+        return None, f"not a valid run record: nested more than {MAX_DEPTH} levels deep"
     try:
         record = parse_record(raw)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(map(str, err["loc"])) or "record"
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        return None, f"not a valid run record: {where}: {err['msg']}{more}"
-    except ValueError as e:
-        return None, str(e)
+        return None, redact_text(f"not a valid run record: {where}: {err['msg']}{more}")
+    except ValueError as e:  # schema_version not a whole number from 1, a newer schema, a bad config
+        return None, redact_text(str(e))
     if len(record.steps) < 2:
         return None, "no pruning step recorded yet"
     if not record.complete:
         return None, (f"incomplete run ({len(record.steps) - 1} of {record.config.steps} steps; "
                       "run the same bench command to finish it)")
+    try:  # what grouping and the rows compute: a record they cannot use is skipped here, by name
+        Protocol.of(record)
+        run_values(record)
+    except (UsageError, ValueError) as e:
+        return None, redact_text(f"not a valid run record: {e}")
     return Run(path, record), ""
+
+
+def _depth(value: object) -> int:
+    """How deeply `value` (parsed JSON) nests lists and objects; iterative, so any depth is fine."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            stack += [(x, d + 1) for x in (v.values() if isinstance(v, dict) else v)]
+    return deepest
 
 
 # ---------------------------------------------------------------- grouping
@@ -194,7 +233,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     for key, members in by_key.items():
         variants = _variants(members)
         for i, variant in enumerate(variants):
-            title = Protocol.of(variant[0].record).title
+            title = redact_text(Protocol.of(variant[0].record).title)  # specs may be URLs with keys
             if len(variants) > 1:
                 title += f" · corpus variant {i + 1} (other text under the same corpus name)"
             groups.append(Group((key, i), title, variant))
@@ -231,28 +270,41 @@ def build_rows(group: Group, sort: str = "selectivity") -> list[Row]:
     rows: dict[tuple, Row] = {}
     for run in group.runs:
         r = run.record
-        plugin = f"{r.plugin.package} {r.plugin.version}".strip()
-        key = (r.method, plugin, canonical(r.options))
-        rows.setdefault(key, Row(r.method, plugin, compact_options(r.options), [])).runs.append(run)
+        method, plugin = redact_text(r.method), redact_text(f"{r.plugin.package} {r.plugin.version}".strip())
+        options = redact(r.options)  # runs that differ only in a key share a row
+        rows.setdefault((method, plugin, canonical(options)),
+                        Row(method, plugin, compact_options(options), [])).runs.append(run)
     for row in rows.values():
         row.runs.sort(key=lambda run: (run.record.seed, str(run.path)))
         per_run = [run_values(run.record) for run in row.runs]
         for col in group.columns:
             xs = [v[col.key] for v in per_run if v.get(col.key) is not None]
-            row.values[col.key] = statistics.fmean(xs) if xs else None
+            row.values[col.key] = sum(xs) / len(xs) if xs else None
             if len(xs) > 1:
-                row.spread[col.key] = statistics.stdev(xs)
+                row.spread[col.key] = stdev(xs)
         row.values["runs"] = float(len(row.runs))
-        row.sources = sorted({str(run.record.reference["source"]) for run in row.runs
+        row.sources = sorted({redact_text(str(run.record.reference["source"])) for run in row.runs
                               if run.record.reference and run.record.reference.get("source")})
     return sort_rows(list(rows.values()), group.columns, sort)
+
+
+def stdev(xs: list[float]) -> float:
+    """The sample standard deviation; nan rather than an exception (statistics.stdev's) when a
+    hand-edited record holds inf or nan."""
+    mean = sum(xs) / len(xs)
+    return math.sqrt(sum((x - mean) * (x - mean) for x in xs) / (len(xs) - 1))
 
 
 def sort_rows(rows: list[Row], columns: list[Column], sort: str) -> list[Row]:
     col = next((c for c in columns if c.key == sort), None)
     sign = 1 if col is not None and col.better == "↓" else -1  # ↓: smallest first; else largest first
-    return sorted(rows, key=lambda r: (r.values.get(sort) is None, sign * (r.values.get(sort) or 0.0),
-                                       r.method, r.options))
+
+    def key(r: Row) -> tuple:
+        v = r.values.get(sort)
+        usable = v is not None and not math.isnan(v)  # missing and nan last, in a stable order
+        return (not usable, sign * v if usable else 0.0, r.method, r.options)
+
+    return sorted(rows, key=key)
 
 
 def run_values(r: RunRecord) -> dict[str, float | None]:

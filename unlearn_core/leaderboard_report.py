@@ -3,6 +3,9 @@ arrows), CSV (one header row, a protocol column) and one self-contained HTML pag
 plots inline as data URIs). In the HTML, clicking a header sorts its table (a few lines of inline
 JavaScript): numeric columns by the exact value in each cell's data-v attribute, best first on the
 first click (smallest first for ↓ columns), missing values always last; a second click reverses.
+
+Text from records is made inert in every format: escaped in HTML, backslash-escaped in markdown
+(table.md_text), and CSV cells that a spreadsheet would run as a formula get a leading quote.
 """
 
 from __future__ import annotations
@@ -10,14 +13,17 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import math
+import os
 import sys
 from html import escape
 from pathlib import Path
 
 from .errors import UsageError, unknown_name
-from .leaderboard import FORMATS, Column, Group, Row, leaderboard
+from .leaderboard import FORMATS, Column, Group, Row, input_files, leaderboard, resolved
 from .plots import figure_title, render_figures
 from .records import write_atomic
+from .table import md_text
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -97,31 +103,37 @@ def render_md(groups: list[Group]) -> str:
         head = ["method", "plugin", "options"] + [f"{c.title} {c.better}".strip() for c in cols]
         if any(row.sources for row in g.rows):
             head.append("reference source")
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines = ["| " + " | ".join(map(md_text, head)) + " |", "|" + "---|" * len(head)]
         for row in g.rows:
             cells = [row.method, row.plugin, row.options or "—"] + [cell(row, c) for c in cols]
             if len(head) > len(cells):
                 cells.append("; ".join(row.sources) or "—")
-            lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
-        out.append(f"## {g.title}\n\n" + "\n".join(lines))
+            lines.append("| " + " | ".join(map(md_text, cells)) + " |")
+        out.append(f"## {md_text(g.title)}\n\n" + "\n".join(lines))
     return "\n\n".join(out) + "\n"
+
+
+def csv_text(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one starting with = + - @ tab or CR would be read
+    as a formula (=HYPERLINK(...)), so it gets a leading quote (OWASP's advice on CSV injection)."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def render_csv(groups: list[Group]) -> str:
     cols = shown_columns(groups)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["protocol", "method", "plugin", "options"] + [c.key for c in cols]
+    w.writerow(["protocol", "method", "plugin", "options"] + [csv_text(c.key) for c in cols]
                + ["selectivity_std", "seeds", "reference_source"])
     for g in groups:
-        for row in g.rows:
+        for row in g.rows:  # numbers are written by us ("-9", "1.5e+06") and stay numbers
             nums = [("" if (v := row.values.get(c.key)) is None else f"{v:.6g}") for c in cols]
             std = row.spread.get("selectivity")
-            w.writerow([g.title, row.method, row.plugin, row.options, *nums,
-                        "" if std is None else f"{std:.6g}",
-                        " ".join(str(r.record.seed) for r in row.runs), "; ".join(row.sources)])
+            text = [csv_text(x) for x in (g.title, row.method, row.plugin, row.options)]
+            w.writerow([*text, *nums, "" if std is None else f"{std:.6g}",
+                        csv_text(" ".join(str(r.record.seed) for r in row.runs)),
+                        csv_text("; ".join(row.sources))])
     return buf.getvalue()
-
 
 
 def render_html(groups: list[Group], skipped: list[tuple[Path, str]], sort: str = "selectivity") -> str:
@@ -154,7 +166,7 @@ def _table(g: Group, cols: list[Column], sort: str) -> str:
     sources = any(row.sources for row in g.rows)
     head = ["<th>method</th>", "<th>plugin</th>", "<th>options</th>"]
     for c in cols:
-        attrs = f' data-key="{c.key}" data-better="{c.better}"'
+        attrs = f' data-key="{escape(c.key)}" data-better="{escape(c.better)}"'
         if c.key == sort:
             attrs += f' aria-sort="{"ascending" if c.better == "↓" else "descending"}"'
         attrs += f' title="{escape(c.description)}"' if c.description else ""
@@ -173,7 +185,7 @@ def _row(row: Row, cols: list[Column], sources: bool) -> str:
            f'<td title="{escape(options)}">{escape(short)}</td>']
     for c in cols:
         v = row.values.get(c.key)
-        data = "" if v is None else repr(float(v))
+        data = "" if v is None or not math.isfinite(v) else repr(float(v))  # inf, nan: sorted last
         tds.append(f'<td class="num" data-v="{data}">{escape(cell(row, c))}</td>')
     if sources:
         tds.append(f"<td>{escape('; '.join(row.sources) or '—')}</td>")
@@ -205,6 +217,8 @@ def main_leaderboard(dirs: list[str], fmt: str | None = None, sort: str = "selec
         fmt = {".html": "html", ".htm": "html", ".csv": "csv"}.get(suffix, "md")
     if fmt not in FORMATS:
         raise unknown_name("format", fmt, FORMATS)
+    if out:
+        check_out(out, dirs)
     groups, skipped = leaderboard(dirs, sort)
     for path, reason in skipped:
         print(f"unlearn: skipped {path}: {reason}", file=sys.stderr)
@@ -212,10 +226,42 @@ def main_leaderboard(dirs: list[str], fmt: str | None = None, sort: str = "selec
         raise UsageError(f"no usable run records under {', '.join(dirs)} ({len(skipped)} files skipped)")
     text = {"md": render_md, "csv": render_csv}[fmt](groups) if fmt != "html" else (
         render_html(groups, skipped, sort))
+    text = text.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate from a record's JSON: '?'
     if out:
-        write_atomic(Path(out), text)
-        print(f"leaderboard: {sum(len(g.rows) for g in groups)} rows in {len(groups)} protocol groups "
-              f"-> {out}", file=sys.stderr)
+        try:
+            write_atomic(Path(out), text)
+        except OSError as e:
+            raise UsageError(f"cannot write --out {out}: {e.strerror or e}") from None
+        rows, plural = sum(len(g.rows) for g in groups), "s" if len(groups) != 1 else ""
+        print(f"leaderboard: {rows} rows in {len(groups)} protocol group{plural} -> {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def check_out(out: str, dirs: list[str]) -> None:
+    """UsageError unless `out` is a file the leaderboard may write: not a folder, in a folder that
+    exists or can be made, and not one of its inputs (a file it reads, or a *.json in an input
+    folder, which the next leaderboard would read)."""
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {out} is a folder; name a file in it, e.g. {path / 'leaderboard.html'}")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"--out {out} exists and is not a regular file (without --out the table goes "
+                         "to stdout)")
+    parent = path.absolute().parent
+    while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
+        parent = parent.parent  # write_atomic makes the missing folders
+    if not parent.is_dir():
+        raise UsageError(f"cannot write --out {out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write --out {out}: {parent} is not writable")
+    target = resolved(path)
+    for f in input_files(dirs):
+        if resolved(f) == target:
+            raise UsageError(f"--out {out} is one of the input files ({f}); the leaderboard never "
+                             "overwrites what it reads")
+    for d in map(Path, dirs):
+        if d.is_dir() and path.suffix.lower() == ".json" and target.is_relative_to(resolved(d)):
+            raise UsageError(f"--out {out} is a *.json inside the input folder {d}; the leaderboard "
+                             "would read it as a run record: choose another name or folder")

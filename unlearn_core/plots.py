@@ -8,17 +8,27 @@ Pass the records of one protocol (same model, corpora and schedule; see leaderbo
 "series" is a method with its options; several runs of one series (seeds) are drawn in one
 colour. The same records always give the same bytes: fixed size and dpi, no software or date
 metadata. Files are written atomically (a temporary file, then os.replace).
+
+Labels come from records (method names, options, evaluation titles): they are drawn as plain text
+(no mathtext: a '$' in a name would be parsed as a formula and crash), with secrets redacted, and
+points that are not finite (a hand-edited record) are left out rather than breaking the axes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-from collections.abc import Sequence
+import math
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .metrics import relative_drop, summarise
 from .records import Figure, RunRecord, declared_figures, write_atomic
+from .redact import redact, redact_text
 
 FIGURES = {
     "fig1_forget_vs_retain_drop.png": "Forget vs retain top-1 drop",
@@ -28,6 +38,8 @@ FIGURES = {
 SIZE = (6.4, 4.8)  # inches
 DPI = 100
 PNG_METADATA = {"Software": None}  # matplotlib writes no date into PNGs; drop its version too
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}  # labels are names, never formulas
+MAX_LABEL = 80  # characters of a legend or tick label
 
 
 def plot_runs(records: Sequence[RunRecord], out_dir: str | Path, prefix: str = "",
@@ -47,11 +59,27 @@ def render_figures(records: Sequence[RunRecord],
                    references: Sequence[float | None] | None = None) -> dict[str, bytes]:
     """PNG bytes of each figure, keyed by file name. `references`: a published selectivity per
     record (or None), drawn beside ours in the bar chart."""
+    with _plain_text():
+        return _render(records, references)
+
+
+@contextmanager
+def _plain_text() -> Iterator[None]:
+    """Labels as plain text; and no warnings (a glyph the font lacks, overflow on a hand-edited
+    record's huge numbers) in the leaderboard's one-line-per-problem stderr."""
+    from matplotlib import rc_context
+
+    with rc_context(PLAIN_TEXT), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _render(records: Sequence[RunRecord], references: Sequence[float | None] | None) -> dict[str, bytes]:
     ref_of = {id(r): ref for r, ref in zip(records, references or [None] * len(records), strict=True)}
     series = _series(records)
     published: dict[str, float] = {}
     for label, runs in series.items():
-        vals = [ref for r in runs if (ref := ref_of[id(r)]) is not None]
+        vals = [ref for r in runs if (ref := ref_of[id(r)]) is not None and math.isfinite(ref)]
         if vals:
             published[label] = sum(vals) / len(vals)
     colours = _colours(list(series))
@@ -67,8 +95,17 @@ def render_figures(records: Sequence[RunRecord],
 
 def evaluation_figures(records: Sequence[RunRecord]) -> dict[tuple[str, Figure], str]:
     """(evaluation, figure) -> file name, for every figure the records' evaluations declare."""
-    return {(evaluation, figure): f"fig_{evaluation}_{figure.key.replace('.', '_')}.png"
+    return {(evaluation, figure): f"fig_{_file_part(f'{evaluation}_{figure.key}')}.png"
             for evaluation, figure in declared_figures(records)}
+
+
+def _file_part(name: str) -> str:
+    """`name` as part of a file name: a record's evaluation or figure key ('../x', 'a/b') must not
+    lead out of the folder; other characters become '_', plus a hash so that names stay apart."""
+    safe = re.sub(r"[^A-Za-z0-9_+-]", "_", name)[:80]
+    if safe == name.replace(".", "_"):
+        return safe
+    return f"{safe}_{hashlib.sha256(name.encode('utf-8', 'replace')).hexdigest()[:8]}"
 
 
 def figure_title(records: Sequence[RunRecord], name: str) -> str:
@@ -80,10 +117,23 @@ def figure_title(records: Sequence[RunRecord], name: str) -> str:
 
 
 def series_label(record: RunRecord, with_options: bool) -> str:
-    if not with_options or not record.options:
-        return record.method
-    opts = ", ".join(f"{k}={v}" for k, v in sorted(record.options.items()))
-    return f"{record.method} ({opts})"
+    """The method, and its options when the method ran with several; secrets redacted."""
+    label = redact_text(record.method)
+    if with_options and record.options:
+        label += f" ({', '.join(f'{k}={v}' for k, v in sorted(redact(record.options).items()))})"
+    return label
+
+
+def _label(text: str) -> str:
+    """`text` as matplotlib draws it: short, '?' for what UTF-8 cannot encode (a lone surrogate
+    from JSON), and not starting with '_' (which would hide it from the legend)."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
+    return f" {text}" if text.startswith("_") else text
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
 
 
 def _series(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
@@ -111,9 +161,9 @@ def _figure(title: str, xlabel: str, ylabel: str):
 
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_title(_label(title))
+    ax.set_xlabel(_label(xlabel))
+    ax.set_ylabel(_label(ylabel))
     ax.grid(True, alpha=0.3)
     return fig, ax
 
@@ -131,11 +181,12 @@ def _fig_drops(series: dict[str, list[RunRecord]], colours: dict) -> bytes:
     lo, hi = 0.0, 1.0
     for label, runs in series.items():
         for i, r in enumerate(runs):
-            f = [100 * relative_drop(r.steps[0].forget.top1, s.forget.top1) for s in r.steps]
-            g = [100 * relative_drop(r.steps[0].retain.top1, s.retain.top1) for s in r.steps]
-            lo, hi = min(lo, *f, *g), max(hi, *f, *g)
+            points = [(100 * relative_drop(r.steps[0].retain.top1, s.retain.top1),
+                       100 * relative_drop(r.steps[0].forget.top1, s.forget.top1)) for s in r.steps]
+            g, f = [x for x, y in points if _finite(x, y)], [y for x, y in points if _finite(x, y)]
+            lo, hi = min([lo, *f, *g]), max([hi, *f, *g])
             ax.plot(g, f, marker="o", markersize=4, linewidth=1.5, color=colours[label],
-                    alpha=1.0 if len(runs) == 1 else 0.7, label=label if i == 0 else None)
+                    alpha=1.0 if len(runs) == 1 else 0.7, label=_label(label) if i == 0 else None)
     pad = 0.05 * (hi - lo)
     lim = (lo - pad if lo < 0 else 0.0, hi + pad)
     ax.plot(lim, lim, linestyle="--", color="grey", linewidth=1, label="equal drop")
@@ -152,10 +203,11 @@ def _fig_perplexity(series: dict[str, list[RunRecord]], colours: dict) -> bytes:
                       "forget perplexity")
     for label, runs in series.items():
         for i, r in enumerate(runs):
-            x = [s.retain.perplexity for s in r.steps]
-            y = [s.forget.perplexity for s in r.steps]
+            points = [(s.retain.perplexity, s.forget.perplexity) for s in r.steps]
+            points = [(x, y) for x, y in points if _finite(x, y) and x > 0 and y > 0]  # log scales
+            x, y = [p[0] for p in points], [p[1] for p in points]
             ax.plot(x, y, marker="o", markersize=4, linewidth=1.5, color=colours[label],
-                    alpha=1.0 if len(runs) == 1 else 0.7, label=label if i == 0 else None)
+                    alpha=1.0 if len(runs) == 1 else 0.7, label=_label(label) if i == 0 else None)
             ax.plot(x[:1], y[:1], marker="*", markersize=10, color=colours[label], linestyle="none")
     if series:
         ax.set_xscale("log")
@@ -172,11 +224,12 @@ def _fig_evaluation(series: dict[str, list[RunRecord]], colours: dict, evaluatio
     for label, runs in series.items():
         for i, r in enumerate(runs):
             points = [(100 * s.pruned_fraction, v) for s in r.steps
-                      if (v := figure.value(s.evaluations.get(evaluation))) is not None]
+                      if (v := figure.value(s.evaluations.get(evaluation))) is not None
+                      and _finite(100 * s.pruned_fraction, v)]
             if points:
                 ax.plot([x for x, _ in points], [y for _, y in points], marker="o", markersize=4,
                         linewidth=1.5, color=colours[label], alpha=1.0 if len(runs) == 1 else 0.7,
-                        label=label if i == 0 else None)
+                        label=_label(label) if i == 0 else None)
     if series:
         ax.legend(loc="best", fontsize="small")
     return _png(fig)
@@ -189,11 +242,13 @@ def _fig_selectivity(series: dict[str, list[RunRecord]], colours: dict,
     labels = list(series)
     means, errs = [], []
     for label in labels:
-        vals = [(r.summary or summarise([s.forget.top1 for s in r.steps],
+        sels = [(r.summary or summarise([s.forget.top1 for s in r.steps],
                                         [s.retain.top1 for s in r.steps])).selectivity for r in series[label]]
+        vals = [v for v in sels if math.isfinite(v)] or [math.nan]  # nan: no bar
         mean = sum(vals) / len(vals)
+        err = math.sqrt(sum((v - mean) * (v - mean) for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
         means.append(mean)
-        errs.append((sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0)
+        errs.append(err if math.isfinite(err) else 0.0)
     xs = list(range(len(labels)))
     has_ref = any(label in references for label in labels)
     width = 0.4 if has_ref else 0.6
@@ -217,8 +272,11 @@ def _fig_selectivity(series: dict[str, list[RunRecord]], colours: dict,
                   fontsize="small")
     ax.axhline(0, color="black", linewidth=0.8)
     tilt = len(labels) > 3
-    ax.set_xticks(xs, labels, rotation=20 if tilt else 0, ha="right" if tilt else "center")
+    ax.set_xticks(xs, [_label(label) for label in labels], rotation=20 if tilt else 0,
+                  ha="right" if tilt else "center")
     for x, m, e in zip(xs, means, errs, strict=True):
+        if not _finite(m):
+            continue
         ax.annotate(f"{m:.1f}", (x + shift, m + e if m >= 0 else m - e), textcoords="offset points",
                     xytext=(0, 3 if m >= 0 else -12), ha="center", fontsize="small")
     return _png(fig)

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 from .metrics import relative_drop
 from .records import Figure, RunRecord, StepRecord, declared_figures
+
+# Backslash-escaped (CommonMark): '|' would end a cell, '<' '>' start HTML, '[' ']' links and images,
+# '`' code spans, and '\\' itself, so that a '\\|' in the text cannot end a cell either.
+_MD_ESCAPES = str.maketrans({c: "\\" + c for c in "\\|<>[]`"})
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # line breaks (and other controls) end a row
+
+
+def md_text(text: str) -> str:
+    """`text` as one markdown table cell or heading: shown as written, never HTML, a link or a
+    second row."""
+    return _LINE_BREAKS.sub(" ", str(text)).translate(_MD_ESCAPES)
 
 
 def _pct(x: float) -> str:
@@ -14,11 +27,11 @@ def summary_table(records: list[RunRecord]) -> str:
     """One row per method (plus the shared base row), with arrows saying which way is better, and
     a column for every figure the records' evaluations declare."""
     figures = declared_figures(records)
-    head = ("| method | selectivity (pts) ↑ | forget drop @ retain drop ≤5% (pts) ↑ | "
-            "forget top-1 % ↓ | retain top-1 % ↑ | forget ppl ↑ | retain ppl ↓ | "
-            + "".join(" ".join(x for x in (f.title, f.unit, f.arrow) if x) + " | " for _, f in figures)
-            + "pruned % | time s ↓ |")
-    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    columns = ["method", "selectivity (pts) ↑", "forget drop @ retain drop ≤5% (pts) ↑", "forget top-1 % ↓",
+               "retain top-1 % ↑", "forget ppl ↑", "retain ppl ↓",
+               *(md_text(" ".join(x for x in (f.title, f.unit, f.arrow) if x)) for _, f in figures),
+               "pruned %", "time s ↓"]
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     if records and records[0].steps:
         base = records[0].steps[0]
         rows.append(f"| base (step 0) | | | {_pct(base.forget.top1)} | {_pct(base.retain.top1)} | "
@@ -30,7 +43,7 @@ def summary_table(records: list[RunRecord]) -> str:
         sel = f"{s.selectivity:.1f}" if s else "—"
         at5 = f"{s.forget_drop_at_retain_5:.1f}" if s else "—"
         rows.append(
-            f"| {r.method} | {sel} | {at5} | {_pct(last.forget.top1)} | {_pct(last.retain.top1)} | "
+            f"| {md_text(r.method)} | {sel} | {at5} | {_pct(last.forget.top1)} | {_pct(last.retain.top1)} | "
             f"{last.forget.perplexity:.2f} | {last.retain.perplexity:.2f} | "
             + "".join(f"{_figure(last, name, f)} | " for name, f in figures)
             + f"{_pct(last.pruned_fraction)} | {r.timings.get('method', 0):.0f} |"
@@ -45,9 +58,9 @@ def _figure(step: StepRecord, evaluation: str, figure: Figure) -> str:
 
 def curves_table(records: list[RunRecord]) -> str:
     """Relative top-1 drop (%) of forget and retain after every step, one column pair per method."""
-    head = "| step | pruned % | " + " | ".join(
-        f"{r.method} forget drop % | {r.method} retain drop %" for r in records) + " |"
-    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    columns = ["step", "pruned %"] + [f"{md_text(r.method)} {corpus} drop %" for r in records
+                                      for corpus in ("forget", "retain")]
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     n = max(len(r.steps) for r in records) if records else 0
     for i in range(n):
         cells = []
