@@ -18,8 +18,9 @@ from .components import (
 )
 from .config import PRESETS, BenchConfig
 from .corpora import CorpusSpec, CorpusWindows, Piece, huggingface_documents, parse_spec
-from .errors import UsageError, unknown_name
+from .errors import UsageError, safe_name, unknown_name
 from .hookspecs import hookimpl
+from .hub import hub_cached, hub_offline
 from .interfaces import (
     CommandSpec,
     EvalContext,
@@ -30,9 +31,10 @@ from .interfaces import (
     Pruner,
     Scorer,
 )
-from .models import LoadedModel, check_model_spec, load_model
+from .models import LoadedModel, check_device, check_model_spec, load_model
 from .plugins import Registry, load_plugins
-from .records import Figure, RunRecord, StepRecord, load_record
+from .records import Figure, RunRecord, StepRecord, load_record, loads_json
+from .redact import REDACTED, is_secret_name, mask, redact, redact_url, secrets_in
 from .sites import ActivationHook, MLPSite, NeuronSite, mlp_site
 from .stats import NeuronStatistics
 
@@ -41,7 +43,8 @@ __all__ = [
     "ComponentSpec", "CorpusSpec", "CorpusWindows", "Embedder", "EvalContext", "Evaluation", "EvaluationSpec",
     "Explainer", "Figure", "LoadedModel", "MLPSite", "MethodSpec", "NeuronId", "NeuronRecords", "NeuronSite",
     "NeuronStatistics", "PRESETS", "Piece", "Prepared", "PruneContext", "Pruner", "Registry", "RunRecord",
-    "Scorer", "StepRecord", "UsageError", "check_model_spec", "hookimpl",
-    "huggingface_documents", "load_model", "load_plugins", "load_record", "mlp_site", "parse_spec", "prepare",
-    "resolve_site", "run_bench", "unknown_name",
+    "REDACTED", "Scorer", "StepRecord", "UsageError", "check_device", "check_model_spec", "hookimpl",
+    "hub_cached", "hub_offline", "huggingface_documents", "is_secret_name", "load_model", "load_plugins",
+    "load_record", "loads_json", "mask", "mlp_site", "parse_spec", "prepare", "redact", "redact_url",
+    "resolve_site", "run_bench", "safe_name", "secrets_in", "unknown_name",
 ]

@@ -78,9 +78,7 @@ def _check_sentence_transformers(**options) -> None:
 
     import torch
 
-    from unlearn_core import UsageError
-    from unlearn_core.hub import hub_cached, hub_offline
-    from unlearn_core.models import check_device
+    from unlearn_core import UsageError, check_device, hub_cached, hub_offline
 
     from .explainers import SentenceTransformerEmbedder
     from .method import OptionError, accepts

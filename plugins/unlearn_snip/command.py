@@ -22,10 +22,10 @@ from unlearn_core import (
     UsageError,
     check_model_spec,
     load_model,
+    loads_json,
     prepare,
     resolve_site,
 )
-from unlearn_core.records import loads_json
 
 from .method import DEFAULT_STORE, ExplainedNeurons, ExplanationOptions, check_components, store_path
 from .prompts import PROMPT_VERSION

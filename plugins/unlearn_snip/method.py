@@ -35,9 +35,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 from torch import Tensor
 
-from unlearn_core import ComponentSpec, NeuronId, PruneContext, UsageError, unknown_name
-from unlearn_core.records import loads_json
-from unlearn_core.redact import is_secret_name, redact
+from unlearn_core import (
+    ComponentSpec,
+    NeuronId,
+    PruneContext,
+    UsageError,
+    is_secret_name,
+    loads_json,
+    redact,
+    unknown_name,
+)
 
 from .activations import TopActivations, top_activations
 from .prompts import PROMPT_VERSION

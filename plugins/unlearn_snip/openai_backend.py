@@ -31,9 +31,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from unlearn_core import NeuronRecords, UsageError
-from unlearn_core.records import loads_json
-from unlearn_core.redact import REDACTED, mask, redact_url, secrets_in
+from unlearn_core import REDACTED, NeuronRecords, UsageError, loads_json, mask, redact_url, secrets_in
 
 from .option_types import Backoff, Count, Name, Retries, Seconds
 from .prompts import (

@@ -46,8 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from unlearn_core import NeuronId, UsageError
-from unlearn_core.records import loads_json
+from unlearn_core import NeuronId, UsageError, loads_json
 
 SCHEMA_VERSION = 2
 IMPORTED = "imported"  # the probe of explanations imported from published files
