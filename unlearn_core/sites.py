@@ -7,6 +7,11 @@ A neuron is addressed as (layer, index); scores and masks are [L, N] tensors.
 `MLPSite` covers every supported family's feed-forward middle neurons, i.e. the input of the MLP's
 output projection. Deleting neuron i zeroes row i of every input projection (gate and up for gated
 MLPs), entry i of their biases, and column i of the output projection.
+
+The same class gives 'attn-pre-out': the attention's per-head output before its output projection
+(n_heads x d_head neurons a layer; neuron i is dimension i % d_head of head i // d_head). It has no
+input projections of its own (a head's output mixes the values of many tokens), so deleting neuron
+i zeroes column i of the output projection only, as the paper and taker define it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ class NeuronSite(ABC):
     name: str
     n_layers: int
     n_neurons: int
+    # True: a deleted neuron outputs zero (its input weights are zeroed too). False where deleting
+    # cuts only the neuron's outgoing weights (attn-pre-out): hooks still see its activation, and
+    # nothing downstream does. Pruners skip deleted neurons either way (PruneContext.pruned).
+    silent_after_delete: bool = True
 
     @abstractmethod
     def register_hook(self, layer: int, fn: ActivationHook) -> torch.utils.hooks.RemovableHandle:
@@ -82,12 +91,13 @@ def _find_layers(model: nn.Module, candidates: tuple[str, ...]) -> tuple[str, nn
 
 
 class MLPSite(NeuronSite):
-    """Feed-forward middle neurons: the input of `output` in every layer of `layers`."""
-
-    name = "mlp"
+    """The input features of `output` in every layer of `layers`, written by the projections in
+    `inputs`: feed-forward middle neurons ('mlp'), or with no inputs the attention's pre-out."""
 
     def __init__(self, model: nn.Module, layers: tuple[str, ...], inputs: tuple[str, ...],
-                 output: str):
+                 output: str, name: str = "mlp"):
+        self.name = name
+        self.silent_after_delete = bool(inputs)
         self.layers_path, layer_list = _find_layers(model, layers)
         self._inputs = [[_get(layer, p) for p in inputs] for layer in layer_list]
         self._outputs = [_get(layer, output) for layer in layer_list]
@@ -143,6 +153,11 @@ class MLPSite(NeuronSite):
 def mlp_site(layers: tuple[str, ...], inputs: tuple[str, ...], output: str):
     """A site factory for `Architecture.sites`."""
     return lambda model: MLPSite(model, layers, inputs, output)
+
+
+def attn_pre_out_site(layers: tuple[str, ...], output: str):
+    """A factory for the 'attn-pre-out' site: the input of the attention's output projection."""
+    return lambda model: MLPSite(model, layers, (), output, name="attn-pre-out")
 
 
 def snapshot(site: NeuronSite) -> dict[str, Tensor]:
