@@ -28,7 +28,7 @@ from torch import Tensor
 from .architectures import resolve_site
 from .config import BenchConfig
 from .corpora import CorpusWindows, build_windows, parse_spec
-from .errors import MethodFailed, UsageError, one_line, plugin_code, safe_name, unknown_name
+from .errors import MethodFailed, UsageError, plugin_code, plugin_failure, safe_name, unknown_name
 from .evaluate import evaluate_tokens
 from .interfaces import EvalContext, Evaluation, MethodSpec, PruneContext
 from .metrics import summarise
@@ -52,6 +52,7 @@ from .records import (
     SiteInfo,
     StepRecord,
     environment,
+    first_error,
     library_versions,
     migrate,
     parse_record,
@@ -336,9 +337,7 @@ def _plugin_call(method: PlannedMethod, what: str, fn, *args):
     except UsageError:
         raise
     except Exception as e:
-        p = method.plugin
-        raise _PluginError(f"method '{method.spec.name}' (plugin '{p.name}', {p.package} {p.version}) "
-                           f"failed in {what}: {one_line(e)}") from e
+        raise _PluginError(plugin_failure("method", method.spec.name, method.plugin, what, e)) from e
 
 
 def _finish(record: RunRecord, config: BenchConfig) -> None:
@@ -378,10 +377,7 @@ def _resume(path: Path | None, prepared: Prepared) -> tuple[RunRecord, dict] | N
 
 def _first_line(e: BaseException) -> str:
     if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        where = ".".join(map(str, err["loc"])) or "record"
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        return f"not a run record: {where}: {err['msg']}{more}"
+        return f"not a run record: {first_error(e)}"
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 

@@ -43,9 +43,15 @@ def plugin_code(registry: Any, kind: str, name: str, what: str, fn: Callable, *a
     except (UsageError, PluginFailed):
         raise
     except Exception as e:
-        info = registry.plugin_of(kind, name)
-        raise PluginFailed(f"{_SINGULAR.get(kind, kind)} '{name}' (plugin '{info.name}', {info.package} "
-                           f"{info.version}) failed in {what}: {one_line(e)}") from e
+        raise PluginFailed(plugin_failure(_SINGULAR.get(kind, kind), name, registry.plugin_of(kind, name),
+                                          what, e)) from e
+
+
+def plugin_failure(kind: str, name: str, plugin: Any, what: str, e: BaseException) -> str:
+    """The one line for a crash in a plugin's code: "method 'x' (plugin 'p', package 1.0) failed in
+    what: Type: message". `plugin` has .name, .package and .version."""
+    return (f"{kind} '{name}' (plugin '{plugin.name}', {plugin.package} {plugin.version}) failed in "
+            f"{what}: {one_line(e)}")
 
 
 # What a name from a plugin (a method, an evaluation, a figure) may be: it becomes part of file names.

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from .errors import UsageError, unknown_name
 from .metrics import summarise
 from .protocol import Protocol, canonical
-from .records import Figure, RunRecord, declared_figures, loads_json, parse_record
+from .records import Figure, RunRecord, declared_figures, first_error, loads_json, parse_record
 from .redact import redact, redact_text
 
 FORMATS = ("md", "html", "csv")
@@ -192,10 +192,7 @@ def _read(path: Path) -> tuple[Run | None, str]:
     try:
         record = parse_record(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(map(str, err["loc"])) or "record"
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        return None, redact_text(f"not a valid run record: {where}: {err['msg']}{more}")
+        return None, redact_text(f"not a valid run record: {first_error(e)}")
     except ValueError as e:  # schema_version not a whole number from 1, a newer schema, a bad config
         return None, redact_text(str(e))
     if len(record.steps) < 2:

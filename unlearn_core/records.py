@@ -261,6 +261,14 @@ def parse_record(raw: Any) -> RunRecord:
         raise ValueError(f"config: {e}") from None
 
 
+def first_error(e: Any) -> str:
+    """'where: message (and N more)' of a pydantic ValidationError: one line for a bad record."""
+    err = e.errors()[0]
+    where = ".".join(map(str, err["loc"])) or "record"
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return f"{where}: {err['msg']}{more}"
+
+
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
