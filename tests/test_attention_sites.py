@@ -60,3 +60,82 @@ def test_pre_out_is_the_attention_output_before_its_projection(config):
         bias = getattr(getattr(getattr(layer, block_name), proj_name), "bias", None)
         expected = torch.zeros_like(out) if bias is None else bias.expand_as(out)
         assert torch.allclose(out, expected, atol=1e-6), "silencing pre-out left attention output"
+
+
+def _capture(model, site_name, ids):
+    """What the hooks of `site_name` see in one forward of `ids`, per layer."""
+    site = resolve_site(model, site_name, REGISTRY.architectures)
+    seen = []
+    with site.hooks(lambda layer: lambda a: seen.append(a.detach().clone())):
+        model(ids)
+    return site, seen
+
+
+@pytest.mark.parametrize("config", [c for c in TINY_CONFIGS if c.split("-")[0] in ATTENTION])
+@torch.no_grad()
+def test_value_neurons_are_what_every_query_head_of_their_group_reads(config):
+    """With one token, attention weights are [1]: each query head's pre-out is exactly the value of
+    the kv head it reads, h // (n_heads / n_kv_heads). So the values the attn-value hooks see,
+    repeated over each group, must equal the pre-out: a hook on the queries or keys of a fused
+    projection, or a wrong group, fails."""
+    model = tiny_model(config)
+    heads, head_dim = _heads(model.config)
+    n_kv = getattr(model.config, "num_key_value_heads", None) or heads
+    ids = torch.tensor([[7]])
+    site, values = _capture(model, "attn-value", ids)
+    _, pre_out = _capture(model, "attn-pre-out", ids)
+    assert site.n_neurons == n_kv * head_dim
+    for v, p in zip(values, pre_out, strict=True):
+        per_kv = v.reshape(n_kv, head_dim)
+        expected = per_kv.repeat_interleave(heads // n_kv, dim=0).reshape(-1)
+        assert v.abs().max() > 0
+        assert torch.allclose(p.reshape(-1), expected, atol=1e-5)
+
+
+def _output_projection(model, layer):
+    block_name, proj_name = ATTENTION[model.config.model_type]
+    return getattr(getattr(_layers(model)[layer], block_name), proj_name)
+
+
+def _zero_columns(proj) -> set[int]:
+    from transformers.pytorch_utils import Conv1D
+
+    w = proj.weight.T if isinstance(proj, Conv1D) else proj.weight  # [out, in]
+    return set((w == 0).all(0).nonzero().flatten().tolist())
+
+
+@pytest.mark.parametrize("config", ["llama", "gemma", "gpt2", "gpt_neox"])
+@torch.no_grad()
+def test_deleting_a_value_neuron_cuts_every_output_column_it_feeds(config):
+    """Deleting value dimension d of kv head g zeroes output-projection column h x d_head + d of
+    every query head h reading g, and no other column (llama: 4 heads on 2 kv heads; gemma: 4 on 1)."""
+    model = tiny_model(config)
+    heads, head_dim = _heads(model.config)
+    n_kv = getattr(model.config, "num_key_value_heads", None) or heads
+    group = heads // n_kv
+    site = resolve_site(model, "attn-value", REGISTRY.architectures)
+    g, d = n_kv - 1, 3
+    site.delete(1, torch.tensor([g * head_dim + d]))
+    expected = {(g * group + i) * head_dim + d for i in range(group)}
+    assert _zero_columns(_output_projection(model, 1)) == expected
+    assert _zero_columns(_output_projection(model, 0)) == set()
+    # and the value is gone: with one token, the pre-out of those columns is 0 (bias included)
+    _, pre_out = _capture(model, "attn-pre-out", torch.tensor([[7]]))
+    assert all(pre_out[1].reshape(-1)[c] == 0 for c in expected)
+    assert (pre_out[1].reshape(-1) != 0).sum() == heads * head_dim - len(expected)
+
+
+@pytest.mark.parametrize("config", [c for c in TINY_CONFIGS if c.split("-")[0] in ATTENTION])
+@torch.no_grad()
+def test_a_head_is_the_root_mean_square_of_its_pre_out_neurons(config):
+    model = tiny_model(config)
+    heads, head_dim = _heads(model.config)
+    ids = torch.arange(12).reshape(1, 12) % model.config.vocab_size
+    site, sizes = _capture(model, "attn-head", ids)
+    _, pre_out = _capture(model, "attn-pre-out", ids)
+    assert site.n_neurons == heads
+    for size, p in zip(sizes, pre_out, strict=True):
+        by_hand = p.reshape(*p.shape[:-1], heads, head_dim).square().mean(-1).sqrt()
+        assert torch.allclose(size, by_hand, atol=1e-6)
+    site.delete(0, torch.tensor([heads - 1]))
+    assert _zero_columns(_output_projection(model, 0)) == set(range((heads - 1) * head_dim, heads * head_dim))

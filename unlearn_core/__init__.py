@@ -35,16 +35,17 @@ from .models import LoadedModel, check_device, check_model_spec, load_model
 from .plugins import Registry, load_plugins
 from .records import Figure, RunRecord, StepRecord, load_record, loads_json
 from .redact import REDACTED, is_secret_name, mask, redact, redact_url, secrets_in
-from .sites import ActivationHook, MLPSite, NeuronSite, mlp_site
+from .sites import ActivationHook, Heads, HeadSite, MLPSite, NeuronSite, ValueSite, attention_sites, mlp_site
 from .stats import NeuronStatistics
 
 __all__ = [
     "ActivationHook", "ActivationRecord", "Architecture", "BenchConfig", "Classifier", "CommandSpec",
-    "ComponentSpec", "CorpusSpec", "CorpusWindows", "Embedder", "EvalContext", "Evaluation", "EvaluationSpec",
-    "Explainer", "Figure", "LoadedModel", "MLPSite", "MethodSpec", "NeuronId", "NeuronRecords", "NeuronSite",
-    "NeuronStatistics", "PRESETS", "Piece", "Prepared", "PruneContext", "Pruner", "Registry", "RunRecord",
-    "REDACTED", "Scorer", "StepRecord", "UsageError", "check_device", "check_model_spec", "hookimpl",
-    "hub_cached", "hub_offline", "huggingface_documents", "is_secret_name", "load_model", "load_plugins",
+    "ComponentSpec", "CorpusSpec", "CorpusWindows", "Embedder", "EvalContext", "Evaluation",
+    "EvaluationSpec", "Explainer", "Figure", "HeadSite", "Heads", "LoadedModel", "MLPSite", "MethodSpec",
+    "NeuronId", "NeuronRecords", "NeuronSite", "NeuronStatistics", "PRESETS", "Piece", "Prepared",
+    "PruneContext", "Pruner", "REDACTED", "Registry", "RunRecord", "Scorer", "StepRecord", "UsageError",
+    "ValueSite", "attention_sites", "check_device", "check_model_spec", "hookimpl", "hub_cached",
+    "hub_offline", "huggingface_documents", "is_secret_name", "load_model", "load_plugins",
     "load_record", "loads_json", "mask", "mlp_site", "parse_spec", "prepare", "redact", "redact_url",
     "resolve_site", "run_bench", "safe_name", "secrets_in", "unknown_name",
 ]

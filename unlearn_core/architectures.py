@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .errors import UsageError
-from .sites import NeuronSite, attn_pre_out_site, mlp_site
+from .sites import NeuronSite, attention_sites, mlp_site
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Architecture:
 _DECODER = ("model.layers", "model.language_model.layers", "language_model.model.layers")
 _GATED = {
     "mlp": mlp_site(_DECODER, inputs=("mlp.gate_proj", "mlp.up_proj"), output="mlp.down_proj"),
-    "attn-pre-out": attn_pre_out_site(_DECODER, "self_attn.o_proj"),
+    **attention_sites(_DECODER, "self_attn.v_proj", "self_attn.o_proj"),
 }
 
 BUILTIN_ARCHITECTURES: tuple[Architecture, ...] = (
@@ -36,15 +36,16 @@ BUILTIN_ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("gemma", ("gemma", "gemma2", "gemma3", "gemma3_text"), _GATED),
     Architecture("opt", ("opt",), {
         "mlp": mlp_site(("model.decoder.layers",), ("fc1",), "fc2"),
-        "attn-pre-out": attn_pre_out_site(("model.decoder.layers",), "self_attn.out_proj"),
+        **attention_sites(("model.decoder.layers",), "self_attn.v_proj", "self_attn.out_proj"),
     }),
     Architecture("gpt2", ("gpt2",), {
         "mlp": mlp_site(("transformer.h",), ("mlp.c_fc",), "mlp.c_proj"),
-        "attn-pre-out": attn_pre_out_site(("transformer.h",), "attn.c_proj"),
+        **attention_sites(("transformer.h",), "attn.c_attn", "attn.c_proj", fused="gpt2"),
     }),
     Architecture("gpt_neox", ("gpt_neox",), {
         "mlp": mlp_site(("gpt_neox.layers",), ("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),
-        "attn-pre-out": attn_pre_out_site(("gpt_neox.layers",), "attention.dense"),
+        **attention_sites(("gpt_neox.layers",), "attention.query_key_value", "attention.dense",
+                          fused="neox"),
     }),
 )
 
