@@ -57,7 +57,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(tiny_folder, text_corpora, 
     full = run_bench(config, out=tmp_path / "full", progress=False, log=lambda m: None)
 
     def stop_after_step_1(message):
-        if "selective step 1/" in message:
+        if "selective on mlp step 1/" in message:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -66,7 +66,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(tiny_folder, text_corpora, 
     assert len(partial.steps) == 2 and not partial.complete
     logs = []
     resumed = run_bench(config, out=tmp_path / "cut", progress=False, log=logs.append)
-    assert any("selective: resuming after step 1" in m for m in logs)
+    assert any("selective on mlp: resuming after step 1" in m for m in logs)
     assert _metrics(resumed) == _metrics(full)
     assert [r.pruned_neurons for r in resumed] == [r.pruned_neurons for r in full]
 

@@ -29,7 +29,7 @@ def _err(capsys, argv):
     (["bench", "--method", "selective", "--importance", "mean"], "bad option selective.importance"),
     (["bench", "--method", "selective", "-O", "selective.epz=1"], "bad option selective.epz"),
     (["bench", "--method", "selective", "-O", "random=1"], "expects METHOD.KEY=VALUE"),
-    (["bench", "--method", "random", "--importance", "abs"], "'selective', which is not in --method"),
+    (["bench", "--method", "random", "--importance", "abs"], "none of the methods (random) has an importance option"),
     (["bench", "--method", "selective", "--preset", "gpu"], "unknown preset 'gpu'"),
     (["bench", "--method", "selective", "--site", "values"], "unknown neuron site 'values'"),
     (["bench", "--method", "selective,selective"], "named twice"),

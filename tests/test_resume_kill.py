@@ -75,5 +75,5 @@ def test_kill_9_then_resume_gives_the_uninterrupted_numbers(method, tiny_folder,
     assert not partial.complete and len(partial.steps) < 9
     capsys.readouterr()
     assert main(_bench(method, tiny_folder, text_corpora, cut)[:-1]) == 0
-    assert f"{method}: resuming after step" in capsys.readouterr().err
+    assert f"{method} on mlp: resuming after step" in capsys.readouterr().err
     assert _metrics(cut) == _metrics(full)

@@ -5,7 +5,7 @@ between minor versions; the submodules are the core's own business. Kits for a p
 live in `unlearn_core.testing`.
 """
 
-from .architectures import Architecture, resolve_site
+from .architectures import Architecture, check_site_name, resolve_site
 from .bench import Prepared, prepare, run_bench
 from .components import (
     ActivationRecord,
@@ -44,8 +44,8 @@ __all__ = [
     "EvaluationSpec", "Explainer", "Figure", "HeadSite", "Heads", "LoadedModel", "MLPSite", "MethodSpec",
     "NeuronId", "NeuronRecords", "NeuronSite", "NeuronStatistics", "PRESETS", "Piece", "Prepared",
     "PruneContext", "Pruner", "REDACTED", "Registry", "RunRecord", "Scorer", "StepRecord", "UsageError",
-    "ValueSite", "attention_sites", "check_device", "check_model_spec", "hookimpl", "hub_cached",
-    "hub_offline", "huggingface_documents", "is_secret_name", "load_model", "load_plugins",
+    "ValueSite", "attention_sites", "check_device", "check_model_spec", "check_site_name", "hookimpl",
+    "hub_cached", "hub_offline", "huggingface_documents", "is_secret_name", "load_model", "load_plugins",
     "load_record", "loads_json", "mask", "mlp_site", "parse_spec", "prepare", "redact", "redact_url",
     "resolve_site", "run_bench", "safe_name", "secrets_in", "unknown_name",
 ]

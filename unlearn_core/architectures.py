@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .errors import UsageError
+from .errors import UsageError, did_you_mean
 from .sites import NeuronSite, attention_sites, mlp_site
 
 
@@ -64,3 +64,12 @@ def resolve_site(model: nn.Module, site: str, architectures: Mapping[str, Archit
             f"architecture '{arch.name}' has no neuron site '{site}'; it has: {', '.join(arch.sites)}"
         )
     return arch.sites[site](model)
+
+
+def check_site_name(site: str, architectures: Mapping[str, Architecture]) -> None:
+    """A UsageError naming the valid sites unless some architecture has `site` (whether the
+    model's own architecture has it is checked when its config is read: resolve_site)."""
+    known = sorted({s for a in architectures.values() for s in a.sites})
+    if site not in known:
+        raise UsageError(f"unknown neuron site '{site}'{did_you_mean(site, known)}; choose from: "
+                         f"{', '.join(known)}")

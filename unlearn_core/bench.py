@@ -2,15 +2,20 @@
 
     from unlearn_core import BenchConfig, run_bench
     records = run_bench(BenchConfig(methods=["selective", "random"]), out="results")
+    # the paper's grid: every (method, site, importance), the model loaded once
+    records = run_bench(config, out="results", sites=["mlp", "attn-value"], importances=["abs", "rms"])
 
 It reads top to bottom as three steps:
-1. `plan_methods`: every method name and option is checked before anything heavy loads;
-2. `prepare`: check the corpora, site, evaluations and schedule (against the model's config), load
-   the model, build disjoint statistics/evaluation windows, prepare the evaluations. Plugin
-   commands (e.g. `unlearn explain`) reuse it, so they see the bench's exact model and windows;
-3. `run_method`, per method: restore the original weights, let the scorer prepare on them, re-apply
-   the deletions of a record being resumed, then `steps` times score, prune, evaluate and save the
-   record (once per step). The unpruned model is evaluated once, for all methods.
+1. `plan_grid`: every site, method name and option, and each site's schedule (from the model's
+   config) are checked before anything heavy loads. A method with an `importance` option runs once
+   per importance given; every other method (random) once per site;
+2. `prepare`: check the corpora and evaluations, load the model, build disjoint statistics and
+   evaluation windows, prepare the evaluations. Plugin commands (e.g. `unlearn explain`) reuse it,
+   so they see the bench's exact model and windows; `Prepared.for_site` shares all of it with
+   another site of the same model;
+3. `run_method`, per (site, method): restore the original weights, let the scorer prepare on them,
+   re-apply the deletions of a record being resumed, then `steps` times score, prune, evaluate and
+   save the record (once per step). The unpruned model is evaluated once, for all methods and sites.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ValidationError
 from torch import Tensor
 
-from .architectures import resolve_site
+from .architectures import check_site_name, resolve_site
 from .config import BenchConfig
 from .corpora import CorpusWindows, build_windows, parse_spec
 from .errors import MethodFailed, UsageError, plugin_code, plugin_failure, safe_name, unknown_name
@@ -66,13 +72,29 @@ from .topk import GlobalTopK
 
 @dataclass
 class PlannedMethod:
+    """One record's method: its spec, validated options, plugin, and the exact configuration the
+    record keeps (its site, and the options as given, the grid's importance included)."""
+
     spec: MethodSpec
     options: BaseModel
     plugin: PluginRef
+    config: BenchConfig
+
+    @property
+    def label(self) -> str:
+        """How logs name it: the method, its importance in a grid, and its site."""
+        importance = getattr(self.options, "importance", None)
+        grid = f" {importance}" if "importance" in self.config.options.get(self.spec.name, {}) else ""
+        return f"{self.spec.name}{grid} on {self.config.site}"
 
 
 def plan_methods(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
     """Every method of --method with validated options, before anything heavy is loaded."""
+    _check_names(config)
+    return [plan_method(name, config, registry) for name in config.methods]
+
+
+def _check_names(config: BenchConfig) -> None:
     if not config.methods:
         raise UsageError("name at least one method (--method)")
     for name in config.options:
@@ -81,14 +103,49 @@ def plan_methods(config: BenchConfig, registry: Registry) -> list[PlannedMethod]
     for name in config.references:
         if name not in config.methods:
             raise UsageError(f"references given for '{name}', which is not in --method")
-    planned = []
-    for name in config.methods:
-        spec = registry.method(name)
-        options = _options(spec.options, name, config)
-        if spec.check is not None:
-            plugin_code(registry, "methods", name, "checking its options", spec.check, options,
-                        registry.components)
-        planned.append(PlannedMethod(spec, options, plugin_ref(registry, "methods", name)))
+
+
+def plan_method(name: str, config: BenchConfig, registry: Registry) -> PlannedMethod:
+    spec = registry.method(name)
+    options = _options(spec.options, name, config)
+    if spec.check is not None:
+        plugin_code(registry, "methods", name, "checking its options", spec.check, options,
+                    registry.components)
+    return PlannedMethod(spec, options, plugin_ref(registry, "methods", name), config)
+
+
+def plan_grid(config: BenchConfig, registry: Registry, sites: Sequence[str] = (),
+              importances: Sequence[str] = ()) -> dict[str, list[PlannedMethod]]:
+    """Site -> the records to run on it: every method once, and a method that has an `importance`
+    option (selective) once per importance. Sites (default: config.site), names, options and each
+    site's schedule are checked here, before the model loads."""
+    _check_names(config)
+    sites = list(sites) or [config.site]
+    for kind, names in (("site", sites), ("importance", importances)):
+        if twice := next((n for i, n in enumerate(names) if n in names[:i]), None):
+            raise UsageError(f"{kind} '{twice}' is named twice in --{kind} {','.join(names)}")
+    for site in sites:
+        check_site_name(site, registry.architectures)
+    graded = [n for n in config.methods if "importance" in registry.method(n).options.model_fields]
+    if importances and not graded:
+        raise UsageError(f"--importance: none of the methods ({', '.join(config.methods)}) has an "
+                         "importance option")
+    if importances and (given := [n for n in graded if "importance" in config.options.get(n, {})]):
+        raise UsageError(f"the importance of '{given[0]}' is given twice: by --importance and by "
+                         f"-O {given[0]}.importance; keep one")
+    planned: dict[str, list[PlannedMethod]] = {}
+    for site in sites:
+        site_config = config.model_copy(update={"site": site})
+        plan_schedule(site_config, registry)
+        planned[site] = []
+        for name in config.methods:
+            for importance in (importances if name in graded and importances else [None]):
+                cell = site_config
+                if importance is not None:
+                    options = {**config.options, name: {**config.options.get(name, {}),
+                                                         "importance": importance}}
+                    cell = site_config.model_copy(update={"options": options})
+                planned[site].append(plan_method(name, cell, registry))
     return planned
 
 
@@ -112,7 +169,10 @@ def plan_schedule(config: BenchConfig, registry: Registry) -> list[int]:
     model_config = load_config(config.model)
     check_window(model_config, config.window, config.model)
     site = resolve_site(empty_model(model_config), config.site, registry.architectures)
-    return config.schedule(site.n_layers * site.n_neurons)
+    try:
+        return config.schedule(site.n_layers * site.n_neurons)
+    except UsageError as e:
+        raise UsageError(f"site '{config.site}' ({site.n_layers} layers x {site.n_neurons}): {e}") from None
 
 
 def plan_evaluations(config: BenchConfig, registry: Registry) -> dict[str, BaseModel]:
@@ -148,7 +208,8 @@ class Prepared:
     model_info: ModelInfo
     load_seconds: float
     progress: bool = True
-    _base: StepRecord | None = field(default=None, repr=False)
+    # {"base": StepRecord}: the unpruned model's evaluation, shared by every site (for_site)
+    _shared: dict[str, StepRecord] = field(default_factory=dict, repr=False)
 
     def context(self, step: int, pruned: Tensor) -> PruneContext:
         """What a scorer or pruner sees at `step` (0: preparing on the unpruned weights)."""
@@ -173,11 +234,21 @@ class Prepared:
                           evaluations=others)
 
     def base(self) -> StepRecord:
-        """Step 0: the unpruned model, evaluated once for all methods."""
-        if self._base is None:
+        """Step 0: the unpruned model, evaluated once for all methods and sites."""
+        if "base" not in self._shared:
             restore(self.site, self.original)
-            self._base = self.evaluate(0, 0, "base", time.perf_counter())
-        return self._base.model_copy()
+            self._shared["base"] = self.evaluate(0, 0, "base", time.perf_counter())
+        return self._shared["base"].model_copy()
+
+    def for_site(self, name: str) -> Prepared:
+        """The same model, windows and evaluations with another of its sites: call it while the
+        weights are unpruned (its snapshot is that site's original weights)."""
+        if name == self.site.name:
+            return self
+        site = resolve_site(self.loaded.model, name, self.registry.architectures)
+        config = self.config.model_copy(update={"site": name})
+        return replace(self, config=config, site=site, original=snapshot(site),
+                       schedule=config.schedule(site.n_layers * site.n_neurons))
 
     @property
     def site_neurons(self) -> int:
@@ -186,8 +257,8 @@ class Prepared:
     def new_record(self, method: PlannedMethod) -> RunRecord:
         site = self.site
         # Secrets (api keys, URL credentials) stay in the options the method gets, out of records.
-        c = self.config.model_copy(update={"options": redact(self.config.options),
-                                           "references": redact(self.config.references)})
+        c = method.config.model_copy(update={"options": redact(method.config.options),
+                                             "references": redact(method.config.references)})
         return RunRecord(
             method=method.spec.name, plugin=method.plugin,
             options=redact(method.options.model_dump(mode="json")), config=c, model=self.model_info,
@@ -209,9 +280,7 @@ def prepare(config: BenchConfig, registry: Registry | None = None, progress: boo
         corpus, argument = parse_spec(spec, registry.corpora)
         if corpus.check is not None:
             plugin_code(registry, "corpora", corpus.name, f"checking '{spec}'", corpus.check, argument)
-    known_sites = {s for a in registry.architectures.values() for s in a.sites}
-    if config.site not in known_sites:
-        raise UsageError(f"unknown neuron site '{config.site}'; choose from: {', '.join(sorted(known_sites))}")
+    check_site_name(config.site, registry.architectures)
     eval_options = plan_evaluations(config, registry)
     schedule = plan_schedule(config, registry)
 
@@ -252,26 +321,37 @@ def corpus_windows(config: BenchConfig, registry: Registry, tokenizer, log=lambd
 
 
 def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Registry | None = None,
-              progress: bool = True, log=None) -> list[RunRecord]:
+              progress: bool = True, log=None, sites: Sequence[str] = (),
+              importances: Sequence[str] = ()) -> list[RunRecord]:
+    """Run every (method, site, importance) of the grid (default: config.site and each method's
+    own options), one record each, the model loaded once; see plan_grid."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     registry = registry or load_plugins()
-    planned = plan_methods(config, registry)
+    planned = plan_grid(config, registry, sites, importances)
     if out:
         check_out_dir(Path(out))
-    prepared = prepare(config, registry, progress, log)
+    first = prepare(config.model_copy(update={"site": next(iter(planned))}), registry, progress, log)
+    per_site = {site: first.for_site(site) for site in planned}  # snapshots of the unpruned weights
     records, failures = [], []
-    for method in planned:
-        try:
-            records.append(run_method(prepared, method, Path(out) if out else None, log))
-        except _PluginError as e:  # finished steps stay saved; the other methods still run
-            failures.append(str(e))
-            log(f"{method.spec.name}: failed; going on with the other methods")
-    restore(prepared.site, prepared.original)
-    if out and records:
-        from .plots import plot_runs
+    for site, methods in planned.items():
+        prepared, done = per_site[site], []
+        for method in methods:
+            try:
+                done.append(run_method(prepared, method, Path(out) if out else None, log))
+            except _PluginError as e:  # finished steps stay saved; the other methods still run
+                failures.append(str(e))
+                log(f"{method.label}: failed; going on with the other methods")
+        restore(prepared.site, prepared.original)
+        if out and done:
+            from .plots import plot_runs
 
-        plot_runs(records, Path(out), prefix=f"plots-{Protocol.of(records[0]).key[:8]}-",
-                  references=[(r.reference or {}).get("selectivity") for r in records])
+            plot_runs(done, Path(out), prefix=f"plots-{Protocol.of(done[0]).key[:8]}-",
+                      references=[(r.reference or {}).get("selectivity") for r in done])
+        records += done
+    if out and len(planned) > 1 and records:
+        from .plots import plot_site_grid
+
+        plot_site_grid(records, Path(out))
     if failures:
         raise MethodFailed(failures, records)
     return records
@@ -301,7 +381,7 @@ def run_method(prepared: Prepared, method: PlannedMethod, out: Path | None, log=
     if not record.steps:
         record.steps.append(prepared.base())
     elif len(record.steps) < config.steps + 1:
-        log(f"{method.spec.name}: resuming after step {len(record.steps) - 1}")
+        log(f"{method.label}: resuming after step {len(record.steps) - 1}")
     pruned = _pruned_from(record, site.shape)
     delete_mask(site, pruned)
     for step in range(len(record.steps), config.steps + 1):
@@ -312,14 +392,14 @@ def run_method(prepared: Prepared, method: PlannedMethod, out: Path | None, log=
         pruned = _plugin_call(method, f"prune at step {step}", pruner.prune, ctx, scores, count)
         if hasattr(scorer, "info"):
             record.method_info = _plugin_call(method, f"info at step {step}", scorer.info)
-        result = prepared.evaluate(step, int(pruned.sum()), f"{method.spec.name} step {step}", started)
+        result = prepared.evaluate(step, int(pruned.sum()), f"{method.label} step {step}", started)
         record.steps.append(result)
         record.pruned_neurons = _indices(pruned)
         _finish(record, config)
         if path:
             save_record(record, path, keep=kept)
         changed = False
-        log(f"{method.spec.name} step {step}/{config.steps}: pruned {result.pruned_fraction:.1%}, "
+        log(f"{method.label} step {step}/{config.steps}: pruned {result.pruned_fraction:.1%}, "
             f"forget top-1 {result.forget.top1:.3f}, retain top-1 {result.retain.top1:.3f}")
     if changed and path:  # a finished record given a new --reference
         save_record(record, path, keep=kept)

@@ -76,7 +76,8 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
                    help=f"embedded ({', '.join(EMBEDDED_MODELS)}), a folder, a .gguf file or a hub id")
     b.add_argument("--forget", default="python", help="corpus to forget (see `unlearn ls corpora`)")
     b.add_argument("--retain", default="shakespeare", help="corpus to keep")
-    b.add_argument("--site", default="mlp", help="neuron site (default: mlp)")
+    b.add_argument("--site", default="mlp", help="neuron site, or a comma list to run each method on "
+                   "each: mlp (default), attn-pre-out, attn-value, attn-head (see `unlearn ls architectures`)")
     b.add_argument("--preset", default="cpu", help=f"one of {', '.join(PRESETS)} (default: cpu)")
     b.add_argument("--steps", type=int, help="pruning steps")
     b.add_argument("--fraction", type=float, help="share of the site's neurons deleted per step")
@@ -90,7 +91,8 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=8)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    b.add_argument("--importance", help="selective: freq, abs, rms or std (= -O selective.importance=...)")
+    b.add_argument("--importance", help="comma list of freq, abs, rms, std: a record for each, for every "
+                   "method with an importance option (selective)")
     b.add_argument("-O", "--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a method option; repeatable")
     b.add_argument("--reference", action="append", default=[], metavar="METHOD.KEY=VALUE",
@@ -169,8 +171,6 @@ def _bench(args) -> int:
     from .bench import run_bench
 
     options: dict[str, dict] = {}
-    if args.importance is not None:
-        options.setdefault("selective", {})["importance"] = args.importance
     for text in args.option:
         method, key, value = _option(text)
         options.setdefault(method, {})[key] = value
@@ -178,8 +178,11 @@ def _bench(args) -> int:
     for text in args.reference:
         method, key, value = _option(text, "--reference")
         references.setdefault(method, {})[key] = value
+    sites, importances = _list(args.site, "--site"), _list(args.importance or "", "--importance")
+    if not sites:
+        raise UsageError("--site: name at least one neuron site")
     fields = dict(methods=[m.strip() for m in args.method.split(",") if m.strip()],
-                  model=args.model, forget=args.forget, retain=args.retain, site=args.site,
+                  model=args.model, forget=args.forget, retain=args.retain, site=sites[0],
                   preset=args.preset, steps=args.steps, fraction=args.fraction, count=args.count,
                   tokens=args.tokens, evals=[e.strip() for e in args.eval.split(",") if e.strip()],
                   eval_tokens=args.eval_tokens, window=args.window, batch_size=args.batch_size,
@@ -195,7 +198,8 @@ def _bench(args) -> int:
     quiet = args.quiet or bool(os.environ.get("CI"))
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        records = run_bench(config, out=Path(args.out), registry=args.registry, progress=not quiet, log=log)
+        records = run_bench(config, out=Path(args.out), registry=args.registry, progress=not quiet, log=log,
+                            sites=sites, importances=importances)
     except MethodFailed as e:
         if e.records:
             _print_tables(e.records)
@@ -211,13 +215,31 @@ _TYPE_TAGS = {"float", "str", "int", "bool"}
 _FLAGS = {"methods": "--method", "evals": "--eval", "options": "-O", "references": "--reference"}
 
 
+def _list(text: str, flag: str) -> list[str]:
+    items = [x.strip() for x in text.split(",")]
+    if text and not all(items):
+        raise UsageError(f"{flag} {text}: an empty name in the comma list")
+    return [x for x in items if x]
+
+
 def _print_tables(records) -> None:
+    from .grid import site_tables
     from .table import curves_table, summary_table
 
-    print(summary_table(records))
-    print()
-    print("Relative top-1 drop per step:\n")
-    print(curves_table(records))
+    sites = list(dict.fromkeys(r.site.name for r in records))
+    for site in sites:
+        runs = [r for r in records if r.site.name == site]
+        if len(sites) > 1:
+            print(f"## {site} neurons\n")
+        print(summary_table(runs))
+        print()
+        print("Relative top-1 drop per step:\n")
+        print(curves_table(runs))
+        print()
+    for table in site_tables(records):
+        print(f"## Selectivity (pts) by site — the paper's Table 2 — {table.title}\n")
+        print(table.markdown())
+        print()
 
 
 def _leaderboard(args) -> int:

@@ -280,3 +280,44 @@ def _fig_selectivity(series: dict[str, list[RunRecord]], colours: dict,
         ax.annotate(f"{m:.1f}", (x + shift, m + e if m >= 0 else m - e), textcoords="offset points",
                     xytext=(0, 3 if m >= 0 else -12), ha="center", fontsize="small")
     return _png(fig)
+
+
+# The paper's Figure 3: selectivity by site, a bar per method and importance --------------------
+
+SITE_GRID_FIGURE = "fig3_selectivity_by_site.png"
+
+
+def plot_site_grid(records: Sequence[RunRecord], out_dir: str | Path) -> list[Path]:
+    """For every family of comparable runs on two or more sites (grid.site_tables), its bar chart
+    as `grid-<family key>-fig3_selectivity_by_site.png` in `out_dir`; return the paths."""
+    from .grid import site_tables
+
+    out = Path(out_dir)
+    paths = []
+    for table in site_tables(records):
+        path = out / f"grid-{table.key[:8]}-{SITE_GRID_FIGURE}"
+        write_atomic(path, render_site_grid(table))
+        paths.append(path)
+    return paths
+
+
+def render_site_grid(table) -> bytes:
+    """PNG bytes of a grid.SiteTable: a group of bars per site, one colour per row (method and
+    importance), the value over each bar."""
+    with _plain_text():
+        fig, ax = _figure("Selectivity by neuron site", "neuron site", "selectivity (points)")
+        labels = list(table.rows)
+        colours = _colours(labels)
+        width = 0.8 / max(1, len(labels))
+        for i, label in enumerate(labels):
+            xs = [j + (i - (len(labels) - 1) / 2) * width for j, site in enumerate(table.sites)
+                  if _finite(table.rows[label].get(site, math.nan))]
+            ys = [v for site in table.sites if _finite(v := table.rows[label].get(site, math.nan))]
+            ax.bar(xs, ys, width, color=colours[label], label=_label(label))
+            for x, y in zip(xs, ys, strict=True):
+                ax.annotate(f"{y:.0f}", (x, y), textcoords="offset points", xytext=(0, 2 if y >= 0 else -9),
+                            ha="center", fontsize="x-small")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(table.sites)), [_label(s) for s in table.sites])
+        ax.legend(fontsize="x-small")
+        return _png(fig)

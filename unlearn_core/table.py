@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 
 from .metrics import relative_drop
 from .records import Figure, RunRecord, StepRecord, declared_figures
+from .redact import redact, redact_text
 
 # Backslash-escaped (CommonMark): '|' would end a cell, '<' '>' start HTML, '[' ']' links and images,
 # '`' code spans, and '\\' itself, so that a '\\|' in the text cannot end a cell either.
@@ -23,6 +26,25 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def run_labels(records: Sequence[RunRecord]) -> list[str]:
+    """Each record's method, with the options in which that method's records differ, e.g.
+    'selective (importance=rms)'; secrets redacted."""
+    seen: dict[str, list[dict]] = {}
+    for r in records:
+        seen.setdefault(r.method, []).append(redact(r.options))
+    labels = []
+    for r in records:
+        options = redact(r.options)
+        varying = sorted(k for k in options if any(o.get(k) != options[k] for o in seen[r.method]))
+        shown = ", ".join(f"{k}={_value(options[k])}" for k in varying)
+        labels.append(redact_text(r.method) + (f" ({shown})" if shown else ""))
+    return labels
+
+
+def _value(v: object) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
 def summary_table(records: list[RunRecord]) -> str:
     """One row per method (plus the shared base row), with arrows saying which way is better, and
     a column for every figure the records' evaluations declare."""
@@ -37,13 +59,13 @@ def summary_table(records: list[RunRecord]) -> str:
         rows.append(f"| base (step 0) | | | {_pct(base.forget.top1)} | {_pct(base.retain.top1)} | "
                     f"{base.forget.perplexity:.2f} | {base.retain.perplexity:.2f} | "
                     + "".join(f"{_figure(base, name, f)} | " for name, f in figures) + "0.0 | |")
-    for r in records:
+    for r, label in zip(records, run_labels(records), strict=True):
         last = r.steps[-1]
         s = r.summary
         sel = f"{s.selectivity:.1f}" if s else "—"
         at5 = f"{s.forget_drop_at_retain_5:.1f}" if s else "—"
         rows.append(
-            f"| {md_text(r.method)} | {sel} | {at5} | {_pct(last.forget.top1)} | {_pct(last.retain.top1)} | "
+            f"| {md_text(label)} | {sel} | {at5} | {_pct(last.forget.top1)} | {_pct(last.retain.top1)} | "
             f"{last.forget.perplexity:.2f} | {last.retain.perplexity:.2f} | "
             + "".join(f"{_figure(last, name, f)} | " for name, f in figures)
             + f"{_pct(last.pruned_fraction)} | {r.timings.get('method', 0):.0f} |"
@@ -58,7 +80,7 @@ def _figure(step: StepRecord, evaluation: str, figure: Figure) -> str:
 
 def curves_table(records: list[RunRecord]) -> str:
     """Relative top-1 drop (%) of forget and retain after every step, one column pair per method."""
-    columns = ["step", "pruned %"] + [f"{md_text(r.method)} {corpus} drop %" for r in records
+    columns = ["step", "pruned %"] + [f"{md_text(label)} {corpus} drop %" for label in run_labels(records)
                                       for corpus in ("forget", "retain")]
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     n = max(len(r.steps) for r in records) if records else 0

@@ -21,6 +21,7 @@ from unlearn_core import (
     CommandSpec,
     UsageError,
     check_model_spec,
+    check_site_name,
     load_model,
     loads_json,
     prepare,
@@ -113,9 +114,7 @@ def _import(args, options: ExplanationOptions, registry) -> int:
         raise UsageError("--import stores explanations under the explainer's name only; -O options do "
                          "not apply")
     check_model_spec(args.model)
-    known_sites = {s for a in registry.architectures.values() for s in a.sites}
-    if args.site not in known_sites:
-        raise UsageError(f"unknown neuron site '{args.site}'; choose from: {', '.join(sorted(known_sites))}")
+    check_site_name(args.site, registry.architectures)
     found = read_explanations(args.import_path)
     path = store_path(options)
     ExplanationStore.check(path)
