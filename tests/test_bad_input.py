@@ -152,6 +152,18 @@ CASES: list[Case] = [
     Case("bench", run("--tokens", "100000000"), "too small"),
     Case("bench", run("--preset", ""), "unknown preset ''"),
     Case("bench", run("--site", "nope"), "unknown neuron site 'nope'"),
+    Case("bench", run("--site", "mlp,atn-value"), "unknown neuron site 'atn-value' (did you mean 'attn-value'?); "
+         "choose from: attn-head, attn-pre-out, attn-value, mlp"),
+    Case("bench", run("--site", "mlp,mlp"), "site 'mlp' is named twice"),
+    Case("bench", run("--site", ""), "name at least one neuron site"),
+    Case("bench", run("--site", "mlp,,attn-head"), "an empty name in the comma list"),
+    Case("bench", run("--site", "mlp,attn-head", "--count", "5"),
+         "site 'attn-head' (2 layers x 4): --steps 2 x --count 5 is 10 neurons, more than the site's 8"),
+    Case("bench", run("--importance", "abs"), "none of the methods (random) has an importance option"),
+    Case("bench", run("--method", "selective", "--importance", "abs,nope"), "bad option selective.importance"),
+    Case("bench", run("--method", "selective", "--importance", "abs,abs"), "importance 'abs' is named twice"),
+    Case("bench", run("--method", "selective", "--importance", "abs", "-O", "selective.importance=rms"),
+         "the importance of 'selective' is given twice"),
     Case("bench", run("--steps", "3", "--fraction", "0.5"), "at most 100%"),
     # corpora
     Case("corpora", run("--forget", "jsonl:{tmp}/bad.jsonl"), "bad.jsonl:2: not UTF-8",

@@ -3,6 +3,8 @@ arrows), CSV (one header row, a protocol column) and one self-contained HTML pag
 plots inline as data URIs). In the HTML, clicking a header sorts its table (a few lines of inline
 JavaScript): numeric columns by the exact value in each cell's data-v attribute, best first on the
 first click (smallest first for ↓ columns), missing values always last; a second click reverses.
+Runs that differ only in their neuron site also get the paper's Table 2 (selectivity by site and
+importance, grid.py) in markdown and HTML, and in HTML its bar chart (the paper's Figure 3).
 
 Text from records is made inert in every format: escaped in HTML, backslash-escaped in markdown
 (table.md_text), and CSV cells that a spreadsheet would run as a formula get a leading quote.
@@ -20,8 +22,9 @@ from html import escape
 from pathlib import Path
 
 from .errors import UsageError, unknown_name
+from .grid import SiteTable, site_tables
 from .leaderboard import FORMATS, Column, Group, Row, input_files, leaderboard, resolved
-from .plots import figure_title, render_figures
+from .plots import figure_title, render_figures, render_site_grid
 from .records import write_atomic
 from .table import md_text
 
@@ -110,7 +113,17 @@ def render_md(groups: list[Group]) -> str:
                 cells.append("; ".join(row.sources) or "—")
             lines.append("| " + " | ".join(map(md_text, cells)) + " |")
         out.append(f"## {md_text(g.title)}\n\n" + "\n".join(lines))
+    for table in _site_tables(groups):
+        out.append(f"## {md_text(SITE_TABLE_TITLE)}: {md_text(table.title)}\n\n{table.markdown()}")
     return "\n\n".join(out) + "\n"
+
+
+SITE_TABLE_TITLE = "Selectivity (pts) by neuron site, the paper's Table 2"
+
+
+def _site_tables(groups: list[Group]) -> list[SiteTable]:
+    """Table 2 for every family of groups that differ only in their site (grid.py)."""
+    return site_tables([run.record for g in groups for run in g.runs])
 
 
 def csv_text(text: str) -> str:
@@ -153,6 +166,11 @@ def render_html(groups: list[Group], skipped: list[tuple[Path, str]], sort: str 
         out.append(_table(g, cols, sort))
         out.append(_figures(g))
         out.append("</section>")
+    for table in _site_tables(groups):
+        out.append(f"<section><h2>{escape(SITE_TABLE_TITLE)}: {escape(table.title)}</h2>")
+        out.append(_site_table_html(table))
+        uri = "data:image/png;base64," + base64.b64encode(render_site_grid(table)).decode("ascii")
+        out.append(f'<figure><img alt="Selectivity by neuron site" src="{uri}"></figure></section>')
     if skipped:
         out.append('<section class="skipped"><h2>Skipped files</h2><p>Not part of any table; '
                    "left as they are.</p><ul>")
@@ -160,6 +178,16 @@ def render_html(groups: list[Group], skipped: list[tuple[Path, str]], sort: str 
         out.append("</ul></section>")
     out.append(f"<script>{SCRIPT}</script></body></html>\n")
     return "\n".join(out)
+
+
+def _site_table_html(table: SiteTable) -> str:
+    head = "".join(f"<th>{escape(s)}</th>" for s in ["method", *table.sites])
+    body = []
+    for label, by_site in table.rows.items():
+        cells = "".join(f'<td class="num">{by_site[s]:.1f}</td>' if s in by_site else '<td class="num">—</td>'
+                        for s in table.sites)
+        body.append(f"<tr><td>{escape(label)}</td>{cells}</tr>")
+    return f'<table class="sites"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 def _table(g: Group, cols: list[Column], sort: str) -> str:
