@@ -152,8 +152,9 @@ CASES: list[Case] = [
     Case("bench", run("--tokens", "100000000"), "too small"),
     Case("bench", run("--preset", ""), "unknown preset ''"),
     Case("bench", run("--site", "nope"), "unknown neuron site 'nope'"),
-    Case("bench", run("--site", "mlp,atn-value"), "unknown neuron site 'atn-value' (did you mean 'attn-value'?); "
-         "choose from: attn-head, attn-pre-out, attn-value, mlp"),
+    Case("bench", run("--site", "mlp,atn-value"),
+         "unknown neuron site 'atn-value' (did you mean 'attn-value'?); choose from: attn-head, "
+         "attn-pre-out, attn-value, mlp"),
     Case("bench", run("--site", "mlp,mlp"), "site 'mlp' is named twice"),
     Case("bench", run("--site", ""), "name at least one neuron site"),
     Case("bench", run("--site", "mlp,,attn-head"), "an empty name in the comma list"),

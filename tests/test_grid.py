@@ -48,7 +48,8 @@ def _grid(tiny_folder, corpora, out, log=None):
 
 
 def _numbers(record):
-    return [(s.forget.model_dump(), s.retain.model_dump(), s.pruned) for s in record.steps], record.pruned_neurons
+    steps = [(s.forget.model_dump(), s.retain.model_dump(), s.pruned) for s in record.steps]
+    return steps, record.pruned_neurons
 
 
 def test_grid_runs_every_cell_once_on_one_loaded_model(tiny_folder, text_corpora, tmp_path, loads):
@@ -60,8 +61,9 @@ def test_grid_runs_every_cell_once_on_one_loaded_model(tiny_folder, text_corpora
     assert len(list(tmp_path.glob("*.json"))) == 9
     neurons = {"mlp": 48, "attn-value": 16, "attn-head": 4}  # tiny llama: 4 heads on 2 kv heads of 8
     for r in records:
-        assert r.complete and r.config.site == r.site.name and r.site.neurons_per_layer == neurons[r.site.name]
-        assert r.site.schedule == [round(0.25 * 2 * neurons[r.site.name]), 2 * round(0.25 * 2 * neurons[r.site.name])]
+        n = neurons[r.site.name]
+        assert r.complete and r.config.site == r.site.name and r.site.neurons_per_layer == n
+        assert r.site.schedule == [round(0.25 * 2 * n), 2 * round(0.25 * 2 * n)]
         if r.method == "selective":  # the record's own config reproduces its cell
             assert r.config.options["selective"]["importance"] == r.options["importance"]
     assert all(r.steps[0] == records[0].steps[0] for r in records)  # one unpruned model for all
