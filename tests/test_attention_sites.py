@@ -15,11 +15,20 @@ ATTENTION = {"llama": ("self_attn", "o_proj"), "mistral": ("self_attn", "o_proj"
              "qwen2": ("self_attn", "o_proj"), "gemma": ("self_attn", "o_proj"),
              "gemma2": ("self_attn", "o_proj"), "gemma3_text": ("self_attn", "o_proj"),
              "opt": ("self_attn", "out_proj"), "gpt2": ("attn", "c_proj"),
-             "gpt_neox": ("attention", "dense")}
+             "gpt_neox": ("attention", "dense"),
+             # BERT's attention block adds the residual and a LayerNorm: watch the projection itself
+             "bert": ("attention.output.dense", ""), "roberta": ("attention.output.dense", "")}
+
+
+def _get(obj, dotted: str):
+    for part in filter(None, dotted.split(".")):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _layers(model):
-    for path in ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers"):
+    for path in ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers",
+                 "bert.encoder.layer", "roberta.encoder.layer"):
         obj = model
         try:
             for part in path.split("."):
@@ -47,7 +56,7 @@ def test_pre_out_is_the_attention_output_before_its_projection(config):
     block_name, proj_name = ATTENTION[model.config.model_type]
     outputs = []
     for layer in _layers(model):
-        block = getattr(layer, block_name)
+        block = _get(layer, block_name)
         block.register_forward_hook(
             lambda m, args, out: outputs.append(out[0] if isinstance(out, tuple) else out))
     ids = torch.arange(12).reshape(1, 12) % model.config.vocab_size
@@ -57,7 +66,7 @@ def test_pre_out_is_the_attention_output_before_its_projection(config):
     with site.hooks(lambda layer: lambda a: torch.zeros_like(a)):
         model(ids)
     for layer, out in zip(_layers(model), outputs, strict=True):
-        bias = getattr(getattr(getattr(layer, block_name), proj_name), "bias", None)
+        bias = getattr(_get(_get(layer, block_name), proj_name), "bias", None)
         expected = torch.zeros_like(out) if bias is None else bias.expand_as(out)
         assert torch.allclose(out, expected, atol=1e-6), "silencing pre-out left attention output"
 
@@ -94,7 +103,7 @@ def test_value_neurons_are_what_every_query_head_of_their_group_reads(config):
 
 def _output_projection(model, layer):
     block_name, proj_name = ATTENTION[model.config.model_type]
-    return getattr(getattr(_layers(model)[layer], block_name), proj_name)
+    return _get(_get(_layers(model)[layer], block_name), proj_name)
 
 
 def _zero_columns(proj) -> set[int]:
@@ -104,7 +113,7 @@ def _zero_columns(proj) -> set[int]:
     return set((w == 0).all(0).nonzero().flatten().tolist())
 
 
-@pytest.mark.parametrize("config", ["llama", "gemma", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("config", ["llama", "gemma", "gpt2", "gpt_neox", "roberta"])
 @torch.no_grad()
 def test_deleting_a_value_neuron_cuts_every_output_column_it_feeds(config):
     """Deleting value dimension d of kv head g zeroes output-projection column h x d_head + d of

@@ -61,6 +61,10 @@ def _parts(model, name: str, layer: int):
     if name == "gpt_neox":
         mlp = model.gpt_neox.layers[layer].mlp
         return mlp, (mlp.dense_h_to_4h,), mlp.act
+    if name in ("bert", "roberta"):
+        encoder_layer = getattr(model, name).encoder.layer[layer]
+        return encoder_layer.intermediate, (encoder_layer.intermediate.dense,), \
+            encoder_layer.intermediate.intermediate_act_fn
     raise AssertionError(f"no hand computation for '{name}'; add one when adding a tiny architecture")
 
 

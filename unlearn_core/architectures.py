@@ -31,6 +31,9 @@ _GATED = {
     **attention_sites(_DECODER, "self_attn.v_proj", "self_attn.o_proj"),
 }
 
+# BERT and RoBERTa as masked LMs (BertForMaskedLM.bert, RobertaForMaskedLM.roberta).
+_ENCODER = ("bert.encoder.layer", "roberta.encoder.layer")
+
 BUILTIN_ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("llama", ("llama", "mistral", "qwen2", "qwen3"), _GATED),
     Architecture("gemma", ("gemma", "gemma2", "gemma3", "gemma3_text"), _GATED),
@@ -46,6 +49,10 @@ BUILTIN_ARCHITECTURES: tuple[Architecture, ...] = (
         "mlp": mlp_site(("gpt_neox.layers",), ("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),
         **attention_sites(("gpt_neox.layers",), "attention.query_key_value", "attention.dense",
                           fused="neox"),
+    }),
+    Architecture("bert", ("bert", "roberta"), {
+        "mlp": mlp_site(_ENCODER, ("intermediate.dense",), "output.dense"),
+        **attention_sites(_ENCODER, "attention.self.value", "attention.output.dense"),
     }),
 )
 

@@ -37,6 +37,7 @@ from .corpora import CorpusWindows, build_windows, parse_spec
 from .errors import MethodFailed, UsageError, plugin_code, plugin_failure, safe_name, unknown_name
 from .evaluate import evaluate_tokens
 from .interfaces import EvalContext, Evaluation, MethodSpec, PruneContext
+from .masking import mask_windows
 from .metrics import summarise
 from .models import (
     LoadedModel,
@@ -44,6 +45,7 @@ from .models import (
     check_model_spec,
     check_window,
     empty_model,
+    is_masked_lm,
     load_config,
     load_model,
 )
@@ -219,12 +221,15 @@ class Prepared:
                             self.progress, tokenizer=self.loaded.tokenizer,
                             model_fingerprint=self.model_info.fingerprint, forget_spec=c.forget,
                             retain_spec=c.retain, components=self.registry.components,
-                            bos=self.windows["forget"].bos)
+                            bos=self.windows["forget"].bos,
+                            forget_counted=self.windows["forget"].stats_counted,
+                            retain_counted=self.windows["retain"].stats_counted)
 
     def evaluate(self, step: int, pruned: int, desc: str, started: float) -> StepRecord:
         """Every evaluation of the current weights, as the record of `step`."""
         forget, retain = (evaluate_tokens(self.loaded.model, self.windows[r].eval, self.config.batch_size,
-                                          progress=self.progress, desc=f"{desc} eval {r}")
+                                          progress=self.progress, desc=f"{desc} eval {r}",
+                                          targets=self.windows[r].eval_targets)
                           for r in ("forget", "retain"))
         others = {name: plugin_code(self.registry, "evaluations", name, "evaluate", e.evaluate,
                                     self.loaded.model)
@@ -282,6 +287,10 @@ def prepare(config: BenchConfig, registry: Registry | None = None, progress: boo
             plugin_code(registry, "corpora", corpus.name, f"checking '{spec}'", corpus.check, argument)
     check_site_name(config.site, registry.architectures)
     eval_options = plan_evaluations(config, registry)
+    if eval_options and is_masked_lm(load_config(config.model)):
+        raise UsageError(f"model '{config.model}' is a masked language model: it is measured on its "
+                         f"masked tokens only (--eval tokens), not by {', '.join(eval_options)}, which "
+                         "score or generate text left to right")
     schedule = plan_schedule(config, registry)
 
     torch.manual_seed(config.seed)
@@ -293,7 +302,7 @@ def prepare(config: BenchConfig, registry: Registry | None = None, progress: boo
     if config.schedule(site.n_layers * site.n_neurons) != schedule:
         raise UsageError(f"model '{config.model}' has {site.n_layers * site.n_neurons} '{config.site}' "
                          "neurons, not what its config said")
-    windows = corpus_windows(config, registry, loaded.tokenizer, log)
+    windows = corpus_windows(config, registry, loaded.tokenizer, log, masked=loaded.masked)
     eval_ctx = EvalContext(loaded.model, loaded.tokenizer, config.seed, config.batch_size, progress,
                            config.forget, config.retain, registry.corpora, windows,
                            components=registry.components)
@@ -308,15 +317,18 @@ def prepare(config: BenchConfig, registry: Registry | None = None, progress: boo
                     snapshot(site), ModelInfo(**loaded.identity()), load_seconds, progress)
 
 
-def corpus_windows(config: BenchConfig, registry: Registry, tokenizer, log=lambda msg: None
-                   ) -> dict[str, CorpusWindows]:
-    """The forget and retain corpora's statistics and evaluation windows for this configuration."""
+def corpus_windows(config: BenchConfig, registry: Registry, tokenizer, log=lambda msg: None,
+                   masked: bool = False) -> dict[str, CorpusWindows]:
+    """The forget and retain corpora's statistics and evaluation windows for this configuration;
+    for a masked LM, with 15 % of their tokens masked (masking.py)."""
     windows = {}
     for role, spec in (("forget", config.forget), ("retain", config.retain)):
         windows[role] = build_windows(spec, registry.corpora, tokenizer, config.tokens,
                                       config.eval_tokens, config.window, config.seed)
+        if masked:
+            windows[role] = mask_windows(windows[role], role, tokenizer, config.seed)
         log(f"{role}: {spec}: {windows[role].stats.numel()} statistics + "
-            f"{windows[role].eval.numel()} evaluation tokens")
+            f"{windows[role].eval.numel()} evaluation tokens" + (", 15 % masked" if masked else ""))
     return windows
 
 

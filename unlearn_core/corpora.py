@@ -64,6 +64,10 @@ class CorpusWindows:
     bos: bool = False  # every window starts with the tokenizer's BOS token
     seed: int = 0
     stats_documents: frozenset = frozenset()  # the documents whose text chose neurons
+    # Masked LMs (masking.py): the statistics positions that count, bool [W, T], and the evaluation
+    # targets, long [W, T] (the original token where masked, -100 elsewhere). None: a causal LM.
+    stats_counted: Tensor | None = None
+    eval_targets: Tensor | None = None
 
     def identity(self) -> dict:
         digest = hashlib.sha256()

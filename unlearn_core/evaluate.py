@@ -1,7 +1,8 @@
-"""Next-token evaluation on held-out windows: top-1, top-10, loss and perplexity.
+"""Token evaluation on held-out windows: top-1, top-10, loss and perplexity.
 
-Every position but the last of a window predicts the next token; padding (attention mask 0)
-is excluded. Perplexity is exp(mean NLL) over all predicted tokens (not a mean of per-window
+Causal LMs: every position but the last of a window predicts the next token; padding (attention
+mask 0) is excluded. Masked LMs (`targets`, see masking.py): each masked position predicts the
+token it hides. Perplexity is exp(mean NLL) over all predicted tokens (not a mean of per-window
 perplexities).
 """
 
@@ -27,7 +28,8 @@ class TokenMetrics(BaseModel):
 @torch.inference_mode()
 def evaluate_tokens(model: nn.Module, windows: Tensor, batch_size: int = 8,
                     attention_mask: Tensor | None = None, progress: bool = False,
-                    desc: str = "evaluate") -> TokenMetrics:
+                    desc: str = "evaluate", targets: Tensor | None = None) -> TokenMetrics:
+    """`targets` (long [W, T], -100 where not scored): a masked LM's windows, scored in place."""
     device = next(model.parameters()).device
     hits1 = hits10 = count = 0
     nll = 0.0
@@ -35,10 +37,14 @@ def evaluate_tokens(model: nn.Module, windows: Tensor, batch_size: int = 8,
                       leave=False):
         ids = windows[start:start + batch_size].to(device)
         am = None if attention_mask is None else attention_mask[start:start + batch_size].to(device)
-        logits = model(input_ids=ids, attention_mask=am, use_cache=False).logits[:, :-1].float()
-        target = ids[:, 1:]
-        valid = torch.ones_like(target, dtype=torch.bool) if am is None else (
-            am[:, 1:].bool() & am[:, :-1].bool())
+        logits = model(input_ids=ids, attention_mask=am, use_cache=False).logits.float()
+        if targets is not None:
+            target = targets[start:start + batch_size].to(device)
+            valid = target != -100
+        else:
+            logits, target = logits[:, :-1], ids[:, 1:]
+            valid = torch.ones_like(target, dtype=torch.bool) if am is None else (
+                am[:, 1:].bool() & am[:, :-1].bool())
         logits, target = logits[valid], target[valid]  # [n, V], [n]
         nll += F.cross_entropy(logits, target, reduction="sum").double().item()
         top10 = logits.topk(10, dim=-1).indices

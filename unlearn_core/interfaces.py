@@ -39,6 +39,10 @@ class PruneContext:
     retain_spec: str = ""
     components: Mapping[str, Mapping[str, ComponentSpec]] = field(default_factory=dict)  # kind -> name -> spec
     bos: bool = False  # every window starts with the tokenizer's BOS token (no corpus information)
+    # Masked LMs: the positions that count in each corpus' statistics windows, bool [W, T] (the
+    # masked tokens, masking.py); None: every token (a causal LM).
+    forget_counted: Tensor | None = None
+    retain_counted: Tensor | None = None
 
     def generator(self) -> torch.Generator:
         """A generator seeded by (seed, step): the same seed gives the same draws."""
@@ -47,9 +51,11 @@ class PruneContext:
     def statistics(self, corpus: str) -> NeuronStatistics:
         """freq/abs/rms/std of every neuron on 'forget' or 'retain', on the current weights."""
         windows = {"forget": self.forget_windows, "retain": self.retain_windows}[corpus]
+        counted = {"forget": self.forget_counted, "retain": self.retain_counted}[corpus]
         return collect_statistics(
             self.model, self.site, windows, batch_size=self.batch_size,
             progress=self.progress, desc=f"step {self.step} stats {corpus}", bos=self.bos,
+            counted=counted,
         )
 
 

@@ -1,4 +1,9 @@
-"""Loading models: the embedded offline defaults, local folders, local GGUF files, hub ids."""
+"""Loading models: the embedded offline defaults, local folders, local GGUF files, hub ids.
+
+Causal LMs load with AutoModelForCausalLM. A model whose config names a *ForMaskedLM class (BERT,
+RoBERTa: `is_masked_lm`) loads with AutoModelForMaskedLM, and the bench masks its windows
+(masking.py).
+"""
 
 from __future__ import annotations
 
@@ -55,6 +60,11 @@ class LoadedModel:
     spec: str
     model: nn.Module
     tokenizer: object
+
+    @property
+    def masked(self) -> bool:
+        """A masked LM (BERT, RoBERTa): it predicts masked tokens, not the next one."""
+        return type(self.model).__name__.endswith("ForMaskedLM")
 
     def identity(self) -> dict:
         cfg = self.model.config
@@ -136,6 +146,8 @@ def check_window(config, window: int, spec: str) -> None:
     names = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
     text = getattr(config, "get_text_config", lambda: config)()
     context = next((getattr(text, n) for n in names if isinstance(getattr(text, n, None), int)), None)
+    if context is not None and getattr(text, "model_type", "") in _OFFSET_POSITIONS:
+        context -= text.pad_token_id + 1  # RoBERTa's positions start after its padding index
     if context is not None and window > context:
         raise UsageError(f"--window {window} is longer than model '{spec}' reads at once "
                          f"({context} tokens); give --window {context} or less")
@@ -175,13 +187,26 @@ def load_config(spec: str):
         raise _cannot_load(spec, e) from None
 
 
+# Families whose position ids start at pad_token_id + 1 (fairseq's convention).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def is_masked_lm(config) -> bool:
+    """A masked language model: its config names a *ForMaskedLM class (BERT, RoBERTa)."""
+    return any(str(a).endswith("ForMaskedLM") for a in getattr(config, "architectures", None) or ())
+
+
+def _model_class(config):
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    return AutoModelForMaskedLM if is_masked_lm(config) else AutoModelForCausalLM
+
+
 def empty_model(config) -> nn.Module:
     """The model's module tree on the meta device: shapes without weights or memory."""
-    from transformers import AutoModelForCausalLM
-
     try:
         with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(config)
+            return _model_class(config).from_config(config)
     except ValueError:  # "Unrecognized configuration class ... for AutoModelForCausalLM"
         raise UsageError(f"model type '{config.model_type}' is not a causal language model that "
                          "transformers can build (AutoModelForCausalLM has no class for it)") from None
@@ -197,8 +222,9 @@ def _cannot_load(spec: str, e: BaseException) -> UsageError:
 
 
 def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", progress: bool = True) -> LoadedModel:
-    """Load a causal LM in float32 for `spec`: an embedded name, a folder, a .gguf file or a hub id."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load a causal (or masked) LM in float32 for `spec`: an embedded name, a folder, a .gguf file
+    or a hub id."""
+    from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     check_model_spec(spec)
@@ -212,7 +238,9 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", progress: bool = 
     try:
         with quiet:
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+            # GGUF files hold causal LMs only (and reading their config costs seconds).
+            config = None if "gguf_file" in kwargs else AutoConfig.from_pretrained(source, **kwargs)
+            model = _model_class(config).from_pretrained(source, dtype=torch.float32, **kwargs)
     except UsageError:
         raise
     except Exception as e:  # hub, parsing and config errors come in many types

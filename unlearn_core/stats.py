@@ -86,12 +86,14 @@ def collect_statistics(
     progress: bool = False,
     desc: str = "statistics",
     bos: bool = False,
+    counted: Tensor | None = None,
 ) -> NeuronStatistics:
     """Statistics of every neuron of `site` over `windows` (long [W, T]), padding excluded.
 
     `attention_mask` (0/1 [W, T]) marks real tokens; without it every token counts. `bos`: every
     window starts with a BOS token, whose position is left out: it is the same in every window,
     so it says nothing about the corpus (and its activations are outliers in many models).
+    `counted` (bool [W, T]): only these positions count (a masked LM's masked tokens).
     """
     stats = NeuronStatistics.zeros(*site.shape)
     current_mask: list[Tensor | None] = [None]  # bool [B, T]: the positions that count; None: all
@@ -113,10 +115,13 @@ def collect_statistics(
                           leave=False):
             ids = windows[start:start + batch_size].to(device)
             am = None if attention_mask is None else attention_mask[start:start + batch_size].to(device)
-            counted = None if am is None or bool(am.all()) else am.bool()
+            keep = None if am is None or bool(am.all()) else am.bool()
+            if counted is not None:
+                only = counted[start:start + batch_size].to(device)
+                keep = only if keep is None else keep & only
             if bos:
-                counted = torch.ones_like(ids, dtype=torch.bool) if counted is None else counted.clone()
-                counted[:, 0] = False
-            current_mask[0] = counted
+                keep = torch.ones_like(ids, dtype=torch.bool) if keep is None else keep.clone()
+                keep[:, 0] = False
+            current_mask[0] = keep
             decoder(input_ids=ids, attention_mask=am, use_cache=False)
     return stats

@@ -75,7 +75,7 @@ from torch import Tensor, nn
 from .architectures import Architecture, resolve_site
 from .corpora import BUILTIN_CORPORA, CorpusWindows, build_windows
 from .interfaces import EvalContext, Evaluation, EvaluationSpec, MethodSpec, PruneContext, Scorer
-from .models import fingerprint
+from .models import fingerprint, is_masked_lm
 from .plugins import Registry, load_plugins
 from .records import Figure
 from .sites import NeuronSite, restore, snapshot
@@ -94,7 +94,8 @@ FORGET, RETAIN = "python", "shakespeare"  # the corpora of every kit's contexts 
 TinyConfig = tuple[Any, Mapping[str, Any]]
 
 # name -> tiny config: gated and plain MLPs, with and without biases, nn.Linear and GPT-2's
-# transposed Conv1D, and OPT's flattened [B*T, N] activations.
+# transposed Conv1D, OPT's flattened [B*T, N] activations, grouped-query attention (llama: 4 heads
+# on 2 kv heads; gemma: on 1), and the masked LMs BERT and RoBERTa.
 TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "llama": ("LlamaConfig", dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                   num_attention_heads=4, num_key_value_heads=2)),
@@ -115,6 +116,11 @@ TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2": ("GPT2Config", dict(n_embd=32, n_inner=48, n_layer=2, n_head=4, n_positions=128)),
     "gpt_neox": ("GPTNeoXConfig", dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                        num_attention_heads=4)),
+    # Masked LMs: `architectures` naming a *ForMaskedLM class makes them load as one (models.py).
+    "bert": ("BertConfig", dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                num_attention_heads=4, architectures=["BertForMaskedLM"])),
+    "roberta": ("RobertaConfig", dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                      num_attention_heads=4, architectures=["RobertaForMaskedLM"])),
 }
 TINY_ARCHITECTURES = tuple(TINY_CONFIGS)
 
@@ -137,7 +143,9 @@ def tiny_model(name: str, seed: int = 0, configs: Mapping[str, TinyConfig] | Non
     if cls is not tf.GPT2Config:
         cfg.setdefault("max_position_embeddings", 128)
     torch.manual_seed(seed)
-    model = tf.AutoModelForCausalLM.from_config(cls(**cfg), dtype=torch.float32)
+    config = cls(**cfg)
+    model = (tf.AutoModelForMaskedLM if is_masked_lm(config) else tf.AutoModelForCausalLM).from_config(
+        config, dtype=torch.float32)
     g = torch.Generator().manual_seed(seed)  # large weights and biases, so every bias carries signal
     with torch.no_grad():
         for p in model.parameters():
@@ -148,10 +156,12 @@ def tiny_model(name: str, seed: int = 0, configs: Mapping[str, TinyConfig] | Non
 def save_tiny(folder: Path, name: str = "llama", seed: int = 0, tokenizer: Any = None, *,
               configs: Mapping[str, TinyConfig] | None = None) -> Path:
     """A model folder that `unlearn --model FOLDER` loads like any local model: `tiny_model(name,
-    seed, configs)` and the tiny tokenizer (or `tokenizer`)."""
+    seed, configs)` and the tiny tokenizer (a masked LM: tiny_masked_tokenizer; or `tokenizer`)."""
     folder = Path(folder)
-    tiny_model(name, seed, configs).save_pretrained(folder)
-    (tokenizer or tiny_tokenizer()).save_pretrained(folder)
+    model = tiny_model(name, seed, configs)
+    model.save_pretrained(folder)
+    default = tiny_masked_tokenizer() if is_masked_lm(model.config) else tiny_tokenizer()
+    (tokenizer or default).save_pretrained(folder)
     return folder
 
 
@@ -175,6 +185,24 @@ def tiny_tokenizer() -> Any:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(["def f(x):\n    return x + 1\n", "Now, fair Hippolyta, our hour"], trainer=trainer)
     return tf.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+
+
+@lru_cache(maxsize=1)
+def tiny_masked_tokenizer() -> Any:
+    """The tiny tokenizer's kind with a mask token, for the tiny masked LMs (BERT, RoBERTa): the same
+    VOCAB ids, '<s>' before every text as RoBERTa's tokenizer puts it."""
+    import transformers as tf
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<s>", "<pad>", "</s>", "<mask>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["def f(x):\n    return x + 1\n", "Now, fair Hippolyta, our hour"], trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>",
+                                      eos_token="</s>", mask_token="<mask>")
 
 
 def tiny_windows(windows: int = 6) -> tuple[Tensor, Tensor]:
