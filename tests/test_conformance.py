@@ -53,6 +53,14 @@ def test_method_conforms(method: str, architecture: str, tmp_path: Path):
     check_method(method, architecture, options, REGISTRY)
 
 
+@pytest.mark.parametrize("site", ["attn-pre-out", "attn-value", "attn-head"])
+@pytest.mark.parametrize("method", METHODS)
+def test_method_conforms_on_every_attention_site(method: str, site: str, tmp_path: Path):
+    """Every method on every site through the same interfaces (llama: grouped-query attention)."""
+    options = OPTIONS[method](tmp_path) if method in OPTIONS else None
+    check_method(method, "llama", options, REGISTRY, site=site)
+
+
 # The kit must catch what it promises to catch: one broken method per check.
 
 class _Scorer:

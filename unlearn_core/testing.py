@@ -433,23 +433,25 @@ def _check_inert(where: str, model: nn.Module, site: NeuronSite, pruned: Tensor)
 
 
 def check_method(method: str | MethodSpec, architecture: str, options: Mapping[str, Any] | None = None,
-                 registry: Registry | None = None, *, seed: int = 0, steps: int = 2) -> None:
-    """Every check in CHECKS on one tiny architecture; raises ConformanceError on the first failure."""
+                 registry: Registry | None = None, *, seed: int = 0, steps: int = 2, site: str = "mlp") -> None:
+    """Every check in CHECKS on one tiny architecture and `site` (default 'mlp'); raises
+    ConformanceError on the first failure."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on tiny models, handing work to other threads costs more than the math
     try:
-        _check_method(method, architecture, options, registry, seed=seed, steps=steps)
+        _check_method(method, architecture, options, registry, seed=seed, steps=steps, site=site)
     finally:
         torch.set_num_threads(threads)
 
 
 def _check_method(method: str | MethodSpec, architecture: str, options: Mapping[str, Any] | None,
-                  registry: Registry | None, *, seed: int, steps: int) -> None:
+                  registry: Registry | None, *, seed: int, steps: int, site: str) -> None:
     spec, registry = resolve_method(method, registry)
     validated = check_options(spec, options, registry)
-    first = run_trial(spec, validated, architecture, registry, seed=seed, steps=steps, global_seed=1)
+    first = run_trial(spec, validated, architecture, registry, seed=seed, steps=steps, global_seed=1,
+                      site_name=site)
     again = run_trial(spec, spec.options(**dict(options or {})), architecture, registry, seed=seed,
-                      steps=steps, global_seed=2)
+                      steps=steps, global_seed=2, site_name=site)
     for step, (a, b) in enumerate(zip(first.scores, again.scores, strict=True), start=1):
         _require(torch.equal(a, b), f"{spec.name}: deterministic: step {step} scores differ between two "
                  "runs with the same seed (draw randomness from ctx.generator())")
