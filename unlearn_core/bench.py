@@ -90,12 +90,6 @@ class PlannedMethod:
         return f"{self.spec.name}{grid} on {self.config.site}"
 
 
-def plan_methods(config: BenchConfig, registry: Registry) -> list[PlannedMethod]:
-    """Every method of --method with validated options, before anything heavy is loaded."""
-    _check_names(config)
-    return [plan_method(name, config, registry) for name in config.methods]
-
-
 def _check_names(config: BenchConfig) -> None:
     if not config.methods:
         raise UsageError("name at least one method (--method)")
@@ -108,6 +102,7 @@ def _check_names(config: BenchConfig) -> None:
 
 
 def plan_method(name: str, config: BenchConfig, registry: Registry) -> PlannedMethod:
+    """Method `name` with its options validated (and cross-checked by its plugin) for `config`."""
     spec = registry.method(name)
     options = _options(spec.options, name, config)
     if spec.check is not None:
