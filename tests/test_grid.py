@@ -52,9 +52,14 @@ def _numbers(record):
     return steps, record.pruned_neurons
 
 
-def test_grid_runs_every_cell_once_on_one_loaded_model(tiny_folder, text_corpora, tmp_path, loads):
+def test_grid_runs_every_cell_once_on_one_loaded_model(tiny_folder, text_corpora, tmp_path, loads,
+                                                       monkeypatch):
+    configs: list[str] = []
+    real_config = bench.load_config
+    monkeypatch.setattr(bench, "load_config", lambda spec: configs.append(spec) or real_config(spec))
     records = _grid(tiny_folder, text_corpora, tmp_path)
     assert loads == [str(tiny_folder)]
+    assert configs == [str(tiny_folder)]  # the config is read once for every site's schedule
     cells = [(r.site.name, r.method, r.options.get("importance")) for r in records]
     assert cells == [(s, m, i) for s in SITES for m, i in
                      [("selective", "abs"), ("selective", "rms"), ("random", None)]]

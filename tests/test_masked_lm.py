@@ -109,3 +109,17 @@ def test_a_masked_lm_without_a_mask_token_is_one_line(tmp_path, text_corpora, ca
                  "--retain", text_corpora[1], "--preset", "smoke", "--window", "64", "--quiet",
                  "--out", str(tmp_path / "out")])
     assert code == 2 and "its tokenizer has no mask token" in capsys.readouterr().err
+
+
+def test_roberta_windows_fit_the_positions_after_its_padding_index():
+    """RoBERTa numbers positions from pad_token_id + 1: 514 embeddings hold 512 tokens."""
+    from transformers import BertConfig, RobertaConfig
+
+    from unlearn_core import UsageError
+    from unlearn_core.models import check_window
+
+    roberta = RobertaConfig(max_position_embeddings=514, pad_token_id=1)
+    check_window(roberta, 512, "roberta")
+    with pytest.raises(UsageError, match=r"\(512 tokens\)"):
+        check_window(roberta, 513, "roberta")
+    check_window(BertConfig(max_position_embeddings=512), 512, "bert")  # BERT has no offset

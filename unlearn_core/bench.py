@@ -111,11 +111,19 @@ def plan_method(name: str, config: BenchConfig, registry: Registry) -> PlannedMe
     return PlannedMethod(spec, options, plugin_ref(registry, "methods", name), config)
 
 
+@dataclass
+class SitePlan:
+    """What runs on one site: its schedule (cumulative neurons after each step) and its records."""
+
+    schedule: list[int]
+    methods: list[PlannedMethod]
+
+
 def plan_grid(config: BenchConfig, registry: Registry, sites: Sequence[str] = (),
-              importances: Sequence[str] = ()) -> dict[str, list[PlannedMethod]]:
-    """Site -> the records to run on it: every method once, and a method that has an `importance`
-    option (selective) once per importance. Sites (default: config.site), names, options and each
-    site's schedule are checked here, before the model loads."""
+              importances: Sequence[str] = ()) -> dict[str, SitePlan]:
+    """Site -> what to run on it: every method once, and a method that has an `importance` option
+    (selective) once per importance. Sites (default: config.site), names, options and each site's
+    schedule are checked here, before the model loads."""
     _check_names(config)
     sites = list(sites) or [config.site]
     for kind, names in (("site", sites), ("importance", importances)):
@@ -130,11 +138,11 @@ def plan_grid(config: BenchConfig, registry: Registry, sites: Sequence[str] = ()
     if importances and (given := [n for n in graded if "importance" in config.options.get(n, {})]):
         raise UsageError(f"the importance of '{given[0]}' is given twice: by --importance and by "
                          f"-O {given[0]}.importance; keep one")
-    planned: dict[str, list[PlannedMethod]] = {}
+    schedules = plan_schedules(config, registry, sites)
+    planned: dict[str, SitePlan] = {}
     for site in sites:
         site_config = config.model_copy(update={"site": site})
-        plan_schedule(site_config, registry)
-        planned[site] = []
+        planned[site] = SitePlan(schedules[site], [])
         for name in config.methods:
             for importance in (importances if name in graded and importances else [None]):
                 cell = site_config
@@ -142,7 +150,7 @@ def plan_grid(config: BenchConfig, registry: Registry, sites: Sequence[str] = ()
                     options = {**config.options, name: {**config.options.get(name, {}),
                                                          "importance": importance}}
                     cell = site_config.model_copy(update={"options": options})
-                planned[site].append(plan_method(name, cell, registry))
+                planned[site].methods.append(plan_method(name, cell, registry))
     return planned
 
 
@@ -161,15 +169,30 @@ def _options(model: type[BaseModel], name: str, config: BenchConfig) -> BaseMode
 
 
 def plan_schedule(config: BenchConfig, registry: Registry) -> list[int]:
-    """Cumulative neurons deleted after each step, checked against the site's size read from the
-    model's config (seconds), so an impossible schedule fails before the weights load."""
+    """Cumulative neurons deleted after each step on config.site (see plan_schedules)."""
+    return plan_schedules(config, registry, [config.site])[config.site]
+
+
+def plan_schedules(config: BenchConfig, registry: Registry, sites: Sequence[str]) -> dict[str, list[int]]:
+    """Each site's schedule, checked against the site's size read from the model's config (read
+    once: seconds for a GGUF), so an impossible schedule fails before the weights load; so do a
+    window longer than the model's context and a text harness asked of a masked LM."""
     model_config = load_config(config.model)
     check_window(model_config, config.window, config.model)
-    site = resolve_site(empty_model(model_config), config.site, registry.architectures)
-    try:
-        return config.schedule(site.n_layers * site.n_neurons)
-    except UsageError as e:
-        raise UsageError(f"site '{config.site}' ({site.n_layers} layers x {site.n_neurons}): {e}") from None
+    harnesses = [e for e in config.evals if e != "tokens"]
+    if harnesses and is_masked_lm(model_config):
+        raise UsageError(f"model '{config.model}' is a masked language model: it is measured on its "
+                         f"masked tokens only (--eval tokens), not by {', '.join(harnesses)}, which "
+                         "score or generate text left to right")
+    model = empty_model(model_config)
+    schedules = {}
+    for name in sites:
+        site = resolve_site(model, name, registry.architectures)
+        try:
+            schedules[name] = config.schedule(site.n_layers * site.n_neurons)
+        except UsageError as e:
+            raise UsageError(f"site '{name}' ({site.n_layers} layers x {site.n_neurons}): {e}") from None
+    return schedules
 
 
 def plan_evaluations(config: BenchConfig, registry: Registry) -> dict[str, BaseModel]:
@@ -271,8 +294,9 @@ class Prepared:
 
 
 def prepare(config: BenchConfig, registry: Registry | None = None, progress: bool = True,
-            log=lambda msg: None) -> Prepared:
-    """Check the setup, then load the model, build the windows and prepare the evaluations."""
+            log=lambda msg: None, schedule: list[int] | None = None) -> Prepared:
+    """Check the setup, then load the model, build the windows and prepare the evaluations.
+    `schedule`: config.site's, when the caller planned it already (run_bench's plan_grid)."""
     registry = registry or load_plugins()
     check_model_spec(config.model)
     check_device(config.device)
@@ -282,11 +306,7 @@ def prepare(config: BenchConfig, registry: Registry | None = None, progress: boo
             plugin_code(registry, "corpora", corpus.name, f"checking '{spec}'", corpus.check, argument)
     check_site_name(config.site, registry.architectures)
     eval_options = plan_evaluations(config, registry)
-    if eval_options and is_masked_lm(load_config(config.model)):
-        raise UsageError(f"model '{config.model}' is a masked language model: it is measured on its "
-                         f"masked tokens only (--eval tokens), not by {', '.join(eval_options)}, which "
-                         "score or generate text left to right")
-    schedule = plan_schedule(config, registry)
+    schedule = schedule or plan_schedule(config, registry)
 
     torch.manual_seed(config.seed)
     t0 = time.perf_counter()
@@ -337,12 +357,14 @@ def run_bench(config: BenchConfig, out: str | Path | None = None, registry: Regi
     planned = plan_grid(config, registry, sites, importances)
     if out:
         check_out_dir(Path(out))
-    first = prepare(config.model_copy(update={"site": next(iter(planned))}), registry, progress, log)
+    first_site, first_plan = next(iter(planned.items()))
+    first = prepare(config.model_copy(update={"site": first_site}), registry, progress, log,
+                    schedule=first_plan.schedule)
     per_site = {site: first.for_site(site) for site in planned}  # snapshots of the unpruned weights
     records, failures = [], []
-    for site, methods in planned.items():
+    for site, plan in planned.items():
         prepared, done = per_site[site], []
-        for method in methods:
+        for method in plan.methods:
             try:
                 done.append(run_method(prepared, method, Path(out) if out else None, log))
             except _PluginError as e:  # finished steps stay saved; the other methods still run

@@ -175,34 +175,35 @@ def _model_type(config: TinyConfig) -> str:
 @lru_cache(maxsize=1)
 def tiny_tokenizer() -> Any:
     """A byte-level BPE tokenizer with VOCAB ids, trained in milliseconds on two sentences."""
-    import transformers as tf
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(["def f(x):\n    return x + 1\n", "Now, fair Hippolyta, our hour"], trainer=trainer)
-    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+    return _byte_bpe(["<eos>"], eos_token="<eos>", pad_token="<eos>")
 
 
 @lru_cache(maxsize=1)
 def tiny_masked_tokenizer() -> Any:
     """The tiny tokenizer's kind with a mask token, for the tiny masked LMs (BERT, RoBERTa): the same
     VOCAB ids, '<s>' before every text as RoBERTa's tokenizer puts it."""
+    from tokenizers import processors
+
+    return _byte_bpe(["<s>", "<pad>", "</s>", "<mask>"], bos_token="<s>", pad_token="<pad>",
+                     eos_token="</s>", mask_token="<mask>",
+                     post_processor=processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)]))
+
+
+def _byte_bpe(special_tokens: list[str], post_processor: Any = None, **roles: str) -> Any:
+    """A byte-level BPE with VOCAB ids (`special_tokens` first), trained on two sentences; `roles`
+    name the special tokens (eos_token=..., mask_token=...)."""
     import transformers as tf
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<s>", "<pad>", "</s>", "<mask>"],
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(["def f(x):\n    return x + 1\n", "Now, fair Hippolyta, our hour"], trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>",
-                                      eos_token="</s>", mask_token="<mask>")
+    if post_processor is not None:
+        tok.post_processor = post_processor
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, **roles)
 
 
 def tiny_windows(windows: int = 6) -> tuple[Tensor, Tensor]:
